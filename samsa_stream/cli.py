@@ -1,0 +1,96 @@
+"""``samsa-stream`` command line: one sub-command per process, plus tools.
+
+Every sub-command reads the settings once (config file < SAMSA_ environment < flags) and
+passes them down. ``--set SECTION.FIELD=VALUE`` reaches any setting without a flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .settings import Settings, SettingsError, deep_merge, load_settings, parse_assignment
+
+# Sub-command modules under samsa_stream/commands; each defines register(subparsers).
+COMMANDS = ("ingest", "worker", "publisher", "view")
+
+log = logging.getLogger("samsa_stream")
+
+
+class SettingFlag(argparse.Action):
+    """A flag that sets one setting, e.g. ``--fps`` -> ``ingest.fps``; collected into the overrides."""
+
+    def __init__(self, *args: Any, setting: str, **kwargs: Any) -> None:
+        self.setting = setting
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        value = self.const if self.nargs == 0 else values
+        overrides = getattr(namespace, "_overrides", None) or {}
+        _set_path(overrides, self.setting, value)
+        setattr(namespace, "_overrides", overrides)
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value
+
+
+def setting_flag(parser: argparse.ArgumentParser, flag: str, setting: str, help: str, switch: bool = False,
+                 **kwargs: Any) -> None:
+    """Add ``flag`` that overrides ``setting`` (dotted path); ``switch`` makes it a boolean on-flag."""
+    if switch:
+        parser.add_argument(flag, action=SettingFlag, setting=setting, nargs=0, const=True, help=help)
+    else:
+        parser.add_argument(flag, action=SettingFlag, setting=setting, help=help, **kwargs)
+
+
+def common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="TOML settings file (default: $SAMSA_CONFIG, else built-in defaults)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override any setting, e.g. --set worker.spectral.threshold_rad=0.12 (repeatable)")
+    parser.add_argument("--stats-file", type=Path, help="write this process's counters and latencies here (JSON) on exit")
+    setting_flag(parser, "--log-level", "log.level", "DEBUG, INFO, WARNING or ERROR")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for text in args.assignments:
+        overrides = deep_merge(overrides, parse_assignment(text))
+    overrides = deep_merge(overrides, getattr(args, "_overrides", None) or {})
+    return load_settings(args.config, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samsa-stream",
+        description="Real-time hyperspectral segmentation node: ingest -> worker -> publisher -> displays over ZeroMQ.")
+    parser.add_argument("--version", action="version", version=f"samsa-stream {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f".commands.{name}", __package__)
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SettingsError as exc:
+        print(f"samsa-stream {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"samsa-stream {args.command}: error: {exc}", file=sys.stderr)
+        return 1

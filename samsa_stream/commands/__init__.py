@@ -1,0 +1,1 @@
+"""One module per ``samsa-stream`` sub-command; each defines ``register(subparsers)``."""

@@ -1,0 +1,30 @@
+"""``samsa-stream worker``: segments the freshest frame for every clicked object."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import common_options, setting_flag
+from ._process import run_process
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="segment clicked objects on the freshest frame",
+                       description="Subscribe to frames, keep the prompts (clicks) of every stream and object, answer "
+                                   "prompt requests (ROUTER, endpoints.prompts), segment each new frame with the "
+                                   "configured engine and push results to the publisher. Older frames are dropped "
+                                   "and counted, never queued.")
+    common_options(p)
+    setting_flag(p, "--engine", "worker.engine", "spectral (default, no weights), rgb, prompt or decoder")
+    setting_flag(p, "--device", "worker.device", "auto, cpu or cuda")
+    setting_flag(p, "--checkpoint", "worker.checkpoint", "path to an official SAM2/SAM2.1 checkpoint (.pt)")
+    setting_flag(p, "--random-weights", "worker.random_weights",
+                 "tests only: SAM2 with seeded random weights (masks are meaningless)", switch=True)
+    setting_flag(p, "--state-file", "worker.state_file", "persist prompts here so they survive a restart")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..worker.process import run_worker
+
+    return run_process("worker", args, run_worker)

@@ -1,0 +1,1 @@
+"""Displays: the reference viewer and the prompt console."""

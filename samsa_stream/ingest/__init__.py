@@ -1,0 +1,1 @@
+"""Ingest: camera or recording -> normalized, wavelength-tagged frames."""

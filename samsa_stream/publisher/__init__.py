@@ -1,0 +1,1 @@
+"""Publisher: results -> mask and overlay broadcasts for every display."""

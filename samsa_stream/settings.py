@@ -1,0 +1,225 @@
+"""The node's one settings object.
+
+Read once at start-up (config file < environment < command line) and passed down.
+Environment variables are ``SAMSA_<SECTION>__<FIELD>``, e.g. ``SAMSA_WORKER__ENGINE=spectral``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+CONFIG_ENV = "SAMSA_CONFIG"
+_config_file: ContextVar[Path | None] = ContextVar("samsa_config_file", default=None)
+_ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+class SettingsError(ValueError):
+    """Invalid settings; the message names every offending field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_endpoint(value: str) -> str:
+    if not value.startswith(_ENDPOINT_SCHEMES):
+        raise ValueError(f"endpoint {value!r} must start with one of {', '.join(_ENDPOINT_SCHEMES)}")
+    return value
+
+
+class Endpoints(_Section):
+    """Where each link lives. The binding side may use ``tcp://*:PORT``; the connecting side
+    needs a host name, so on a multi-host node each host sets its own value."""
+
+    frames: str = "ipc:///tmp/samsa-stream/frames"  # ingest binds PUB, worker connects SUB
+    prompts: str = "ipc:///tmp/samsa-stream/prompts"  # worker binds ROUTER, consoles connect DEALER
+    results: str = "ipc:///tmp/samsa-stream/results"  # publisher binds PULL, worker connects PUSH
+    broadcast: str = "ipc:///tmp/samsa-stream/broadcast"  # publisher binds XPUB, displays connect SUB
+
+    @field_validator("frames", "prompts", "results", "broadcast")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+
+class SocketSettings(_Section):
+    frames_hwm: int = Field(2, ge=1, description="high-water mark (messages) on the frame link")
+    results_hwm: int = Field(4, ge=1)
+    broadcast_hwm: int = Field(8, ge=1, description="per-display send buffer; a slow display loses messages past this")
+    prompts_hwm: int = Field(100, ge=1)
+    linger_ms: int = Field(0, ge=0, description="how long a closing socket may flush pending messages")
+    reply_timeout_ms: int = Field(3000, ge=1, description="how long a console waits for a prompt reply")
+    poll_ms: int = Field(100, ge=1, description="idle poll interval of process loops")
+    max_message_bytes: int = Field(2**31 - 1, ge=1024, description="larger inbound messages are refused by ZeroMQ")
+
+
+class SecuritySettings(_Section):
+    """CurveZMQ for links that leave the host. Off by default (loopback / ipc only)."""
+
+    curve: bool = False
+    server_secret_key: Path | None = None  # .key_secret file of this node (zmq.auth format)
+    server_public_key: Path | None = None  # clients: the node's public key
+    client_secret_key: Path | None = None  # clients: their own key pair
+    authorized_clients_dir: Path | None = None  # public keys allowed to connect to the node
+
+    @model_validator(mode="after")
+    def _keys_present(self) -> "SecuritySettings":
+        if self.curve and self.server_secret_key is None and self.client_secret_key is None:
+            raise ValueError("curve=true needs server_secret_key (node) or client_secret_key (console)")
+        return self
+
+
+class PhantomSettings(_Section):
+    height: int = Field(120, ge=8, le=8192)
+    width: int = Field(160, ge=8, le=8192)
+    bands: int = Field(32, ge=1, le=4096)
+    wavelength_min_nm: float = Field(450.0, gt=0)
+    wavelength_max_nm: float = Field(950.0, gt=0)
+    objects: int = Field(2, ge=1, le=8, description="moving tissue objects on the background")
+    noise: float = Field(0.01, ge=0, le=0.5, description="std-dev of additive reflectance noise")
+    motion_px: float = Field(1.5, ge=0, description="object speed in pixels per frame")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _range(self) -> "PhantomSettings":
+        if self.wavelength_max_nm <= self.wavelength_min_nm:
+            raise ValueError("wavelength_max_nm must be greater than wavelength_min_nm")
+        return self
+
+
+class IngestSettings(_Section):
+    source: str = Field("phantom", description="'phantom' or a path to a capture file or folder")
+    stream_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    fps: float = Field(10.0, gt=0, le=1000, description="pace of phantom and 'fixed' replay")
+    frames: int = Field(0, ge=0, description="stop after this many frames (0 = run until stopped)")
+    pace: Literal["fixed", "recorded", "fast"] = "fixed"
+    loop: bool = Field(False, description="restart a replay at its end")
+    dtype: Literal["float32", "float16"] = "float32"
+    rgb_exposure: Literal["fixed", "frame"] = Field("fixed", description="pseudo-RGB gain per stream or per frame")
+    phantom: PhantomSettings = PhantomSettings()
+
+
+class SpectralEngineSettings(_Section):
+    threshold_rad: float = Field(0.10, gt=0, lt=3.1416, description="max spectral angle to a positive reference")
+    reference_radius: int = Field(2, ge=0, le=50, description="clicked neighbourhood (pixels) averaged into a reference")
+    min_area_px: int = Field(4, ge=0, description="components smaller than this are dropped")
+
+
+class WorkerSettings(_Section):
+    engine: Literal["spectral", "rgb", "prompt", "decoder"] = "spectral"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    checkpoint: Path | None = None
+    random_weights: bool = Field(False, description="tests only: SAM2 with seeded random weights")
+    seed: int = 0
+    frame_history: int = Field(4, ge=1, le=64, description="recent frames kept per stream for late clicks")
+    state_file: Path | None = Field(None, description="prompt state persisted here, reloaded on restart")
+    spectral: SpectralEngineSettings = SpectralEngineSettings()
+
+
+class PublisherSettings(_Section):
+    overlay_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = Field(90, ge=10, le=100)
+    overlay_alpha: float = Field(0.45, ge=0, le=1)
+    overlay_every: int = Field(1, ge=1, description="render an overlay every N results (masks go out every time)")
+
+
+class ViewSettings(_Section):
+    stream_id: str = "cam0"
+    headless: bool = False
+    out: Path | None = None
+    max_pngs: int = Field(1000, ge=0, description="headless: stop writing overlay PNGs after this many")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    stats_interval_s: float = Field(10.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SAMSA_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
+    )
+
+    endpoints: Endpoints = Endpoints()
+    sockets: SocketSettings = SocketSettings()
+    security: SecuritySettings = SecuritySettings()
+    ingest: IngestSettings = IngestSettings()
+    worker: WorkerSettings = WorkerSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    view: ViewSettings = ViewSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def parse_assignment(text: str) -> dict[str, Any]:
+    """``'worker.spectral.threshold_rad=0.2'`` -> nested dict for an override layer."""
+    key, sep, value = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not sep or not parts:
+        raise SettingsError(f"--set expects SECTION.FIELD=VALUE, got {text!r}")
+    out: dict[str, Any] = {}
+    node = out
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Nested dict union; ``top`` wins."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build the settings: defaults < config file (TOML) < SAMSA_ environment < overrides.
+
+    The config file is ``config_file`` or else the one named by $SAMSA_CONFIG.
+    Raises SettingsError naming each invalid field.
+    """
+    config_file = config_file or os.environ.get(CONFIG_ENV)
+    path = Path(config_file) if config_file else None
+    if path is not None:
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist")
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    token = _config_file.set(path)
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(settings)"
+            problems.append(f"  {field}: {err['msg']} (got {err.get('input')!r})")
+        raise SettingsError("invalid settings:\n" + "\n".join(problems)) from None
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,1 @@
+"""Pure array functions on spectra: spectral angles and similarity, pseudo-RGB rendering."""

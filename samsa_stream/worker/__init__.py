@@ -1,0 +1,1 @@
+"""Worker: segments the freshest frame for every clicked object and answers prompt requests."""

@@ -1,0 +1,57 @@
+"""The engine seam: every segmentation method (spectral, rgb, prompt, decoder) implements this.
+
+The worker calls ``prepare`` once per frame (the place for work shared by every object,
+such as SAM2's image embedding) and ``segment`` once per object on that frame.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...protocol import CubeFrame
+from ..prompts import TrackedObject
+
+
+class EngineError(RuntimeError):
+    """An engine that cannot be built or run (missing checkpoint, unknown engine, ...)."""
+
+
+@dataclass
+class FrameContext:
+    """What ``prepare`` computed for one frame; engines subclass it to add their own."""
+
+    frame: CubeFrame
+
+
+@dataclass
+class Segmentation:
+    mask: np.ndarray  # (H, W) bool
+    score: float  # engine's confidence in [0, 1]
+    similarity: np.ndarray | None = None  # (H, W) float32 spectral similarity the engine used
+    logits: np.ndarray | None = None  # (H, W) float32 before thresholding, where the engine has them
+
+
+@dataclass
+class ObjectMemory:
+    """Per stream and object state an engine carries from frame to frame."""
+
+    last_mask: np.ndarray | None = None
+    last_frame_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine(ABC):
+    name: str = "engine"
+    notices: tuple[str, ...] = ()  # shown on every display (e.g. "random weights: masks are meaningless")
+
+    @abstractmethod
+    def prepare(self, frame: CubeFrame) -> FrameContext:
+        """Per-frame work shared by every object on the frame."""
+
+    @abstractmethod
+    def segment(self, ctx: FrameContext, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
+        """One object's mask on the prepared frame; update ``memory`` for the next frame."""

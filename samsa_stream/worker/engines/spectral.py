@@ -1,0 +1,99 @@
+"""The spectral engine: spectral-angle similarity to the clicked spectra, thresholded, and the
+connected regions that carry the object from frame to frame. Needs no model weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ...protocol import CubeFrame
+from ...settings import SpectralEngineSettings
+from ...spectral.angles import angles_from_unit, angle_to_similarity, similarity_map, unit_spectra
+from ..prompts import Click, TrackedObject
+from .base import Engine, FrameContext, ObjectMemory, Segmentation
+
+
+@dataclass
+class SpectralContext(FrameContext):
+    unit: np.ndarray  # (H*W, B) unit-length spectra, shared by every object
+
+
+def click_points(clicks: list[Click], frame_id: int, window: int, shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """(row, col) of the clicks made within ``window`` frames of ``frame_id`` that fall inside ``shape``."""
+    h, w = shape
+    points = []
+    for c in clicks:
+        row, col = int(round(c.y)), int(round(c.x))
+        if abs(frame_id - c.frame_id) <= window and 0 <= row < h and 0 <= col < w:
+            points.append((row, col))
+    return points
+
+
+def select_regions(candidate: np.ndarray, keep_at: list[tuple[int, int]], anchor: np.ndarray | None,
+                   reject_at: list[tuple[int, int]], min_area: int) -> np.ndarray:
+    """The connected regions of ``candidate`` that touch a keep point or the anchor mask and hold no
+    reject point; with no anchor at all, the largest region (the object moved out of reach)."""
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros(candidate.shape, dtype=bool)
+    keep = np.zeros(count, dtype=bool)
+    for row, col in keep_at:
+        keep[regions[row, col]] = True
+    if anchor is not None and anchor.any():
+        keep[np.unique(regions[anchor])] = True
+    for row, col in reject_at:
+        if (row, col) not in keep_at:
+            keep[regions[row, col]] = False
+    keep[0] = False
+    keep &= stats[:, cv2.CC_STAT_AREA] >= min_area
+    if not keep.any():
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        if anchor is None and areas.max() >= min_area:
+            keep[1 + int(np.argmax(areas))] = True
+    return keep[regions]
+
+
+class SpectralEngine(Engine):
+    name = "spectral"
+
+    def __init__(self, settings: SpectralEngineSettings, click_window: int = 4) -> None:
+        self.settings = settings
+        self.click_window = click_window
+
+    def prepare(self, frame: CubeFrame) -> SpectralContext:
+        return SpectralContext(frame=frame, unit=unit_spectra(frame.cube))
+
+    def similarity(self, ctx: SpectralContext, obj: TrackedObject) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(similarity, angle to the nearest positive, angle to the nearest negative or None) on this frame."""
+        frame = ctx.frame
+        shape = frame.cube.shape[:2]
+        pos = np.stack([c.reference_on(frame.wavelengths_nm) for c in obj.positives])
+        theta_pos = angles_from_unit(ctx.unit, pos, shape)
+        theta_neg = None
+        if obj.negatives:
+            neg = np.stack([c.reference_on(frame.wavelengths_nm) for c in obj.negatives])
+            theta_neg = angles_from_unit(ctx.unit, neg, shape)
+        sim = similarity_map(theta_pos, theta_neg)
+        return sim, theta_pos.min(axis=2), None if theta_neg is None else theta_neg.min(axis=2)
+
+    def segment(self, ctx: SpectralContext, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
+        frame = ctx.frame
+        sim, near_pos, near_neg = self.similarity(ctx, obj)
+        candidate = near_pos <= self.settings.threshold_rad
+        if near_neg is not None:
+            candidate &= near_pos < near_neg
+        shape = candidate.shape
+        anchor = memory.last_mask if memory.last_mask is not None and memory.last_mask.shape == shape else None
+        mask = select_regions(candidate,
+                              click_points(obj.positives, frame.frame_id, self.click_window, shape), anchor,
+                              click_points(obj.negatives, frame.frame_id, self.click_window, shape),
+                              self.settings.min_area_px)
+        if mask.any():
+            memory.last_mask = mask
+        memory.last_frame_id = frame.frame_id
+        score = float(sim[mask].mean()) if mask.any() else 0.0
+        # Logit-like map: positive inside the angle threshold, scaled by the distance to it.
+        logits = (angle_to_similarity(near_pos) - angle_to_similarity(np.float32(self.settings.threshold_rad))) * 20.0
+        return Segmentation(mask=mask, score=score, similarity=sim, logits=logits.astype(np.float32))
