@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,16 @@ from typing import Any
 from . import __version__
 from .settings import Settings, SettingsError, deep_merge, load_settings, parse_assignment
 
-# Sub-command modules under samsa_stream/commands; each defines register(subparsers).
-COMMANDS = ("ingest", "worker", "publisher", "view")
+# The pipeline's processes first, then every other module in samsa_stream/commands (tools),
+# in name order. Each module defines register(subparsers).
+PIPELINE_COMMANDS = ("ingest", "worker", "publisher", "view", "demo")
+
+
+def command_modules() -> list[str]:
+    from . import commands
+
+    found = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
+    return [c for c in PIPELINE_COMMANDS if c in found] + sorted(found - set(PIPELINE_COMMANDS))
 
 log = logging.getLogger("samsa_stream")
 
@@ -76,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Real-time hyperspectral segmentation node: ingest -> worker -> publisher -> displays over ZeroMQ.")
     parser.add_argument("--version", action="version", version=f"samsa-stream {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in command_modules():
         module = importlib.import_module(f".commands.{name}", __package__)
         module.register(sub)
     return parser
