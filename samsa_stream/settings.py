@@ -84,6 +84,7 @@ class PhantomSettings(_Section):
     wavelength_max_nm: float = Field(950.0, gt=0)
     objects: int = Field(2, ge=1, le=8, description="moving tissue objects on the background")
     noise: float = Field(0.01, ge=0, le=0.5, description="std-dev of additive reflectance noise")
+    variability: float = Field(0.3, ge=0, le=1, description="within-object spectral variation (0 = uniform tissue)")
     motion_px: float = Field(1.5, ge=0, description="object speed in pixels per frame")
     seed: int = 0
 

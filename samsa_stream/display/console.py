@@ -8,7 +8,7 @@ import zmq
 
 from ..protocol import PromptReply, PromptRequest, ProtocolError
 from ..settings import Settings
-from ..transport import SocketFactory, send_nowait
+from ..transport import SocketFactory
 
 
 class PromptTimeout(TimeoutError):
@@ -31,8 +31,12 @@ class PromptConsole:
         req = PromptRequest(op=op, stream_id=fields.pop("stream_id", self.stream_id), request_id=next(self._ids),
                             **fields)  # type: ignore[arg-type]
         timeout_ms = timeout_ms or self.settings.sockets.reply_timeout_ms
-        if not send_nowait(self.sock, req.to_parts()):
-            raise PromptTimeout(f"worker at {self.settings.endpoints.prompts} is not connected")
+        self.sock.setsockopt(zmq.SNDTIMEO, timeout_ms)  # wait for the connection, not forever
+        try:
+            self.sock.send_multipart(req.to_parts(), copy=False)
+        except zmq.Again:
+            raise PromptTimeout(f"worker at {self.settings.endpoints.prompts} is not reachable "
+                                f"(no connection within {timeout_ms} ms)") from None
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         remaining = timeout_ms

@@ -23,6 +23,10 @@ class TissueSpectrum:
     width_nm: float
     dips: tuple[tuple[float, float, float], ...] = ()  # (centre nm, depth, sigma nm)
 
+    def variant(self, shift_nm: float) -> "TissueSpectrum":
+        """The same tissue in another state (e.g. oxygenation): its edge moved by ``shift_nm``."""
+        return TissueSpectrum(self.name, self.base, self.rise, self.edge_nm + shift_nm, self.width_nm, self.dips)
+
     def sample(self, wavelengths_nm: np.ndarray) -> np.ndarray:
         wl = np.asarray(wavelengths_nm, dtype=np.float64)
         r = self.base + self.rise / (1.0 + np.exp(-(wl - self.edge_nm) / self.width_nm))
@@ -53,6 +57,8 @@ class PhantomCamera(Source):
         self.limit = frames
         self.wavelengths_nm = np.linspace(settings.wavelength_min_nm, settings.wavelength_max_nm, settings.bands)
         self.spectra = np.stack([t.sample(self.wavelengths_nm) for t in TISSUES]).astype(np.float32)
+        # Within-tissue variability: each object blends towards a shifted-edge variant of its tissue.
+        self.variants = np.stack([t.variant(25.0).sample(self.wavelengths_nm) for t in TISSUES]).astype(np.float32)
         h, w = settings.height, settings.width
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         # Vignetting: reflectance scales by 0.6..1.0 across the field; spectral angles ignore it.
@@ -75,22 +81,40 @@ class PhantomCamera(Source):
         angle = 2 * np.pi * frame_index / period + self.phases[obj]
         return s.width / 2 + amplitude_x * np.sin(angle), lane_y + 0.15 * lane_y * np.sin(0.5 * angle) * (s.motion_px > 0)
 
-    def labels(self, frame_index: int) -> np.ndarray:
-        """(H, W) int32: 0 background, i+1 where object i is visible (later objects on top)."""
+    def _coverage(self, obj: int, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(fraction of each pixel covered by object ``obj``, its variant blend weight), both (H, W)."""
         yy, xx = self._grid
-        labels = np.zeros(yy.shape, dtype=np.int32)
+        cx, cy = self.centre(obj, frame_index)
+        ry, rx = self.radii[obj]
+        u, v = (xx - cx) / rx, (yy - cy) / ry
+        # Partial volume: about one pixel of soft edge around the ellipse.
+        cover = np.clip((1.0 - np.sqrt(u * u + v * v)) * min(rx, ry) + 0.5, 0.0, 1.0)
+        blend = self.settings.variability * 0.5 * (1.0 + np.sin(3.0 * u + obj) * np.cos(2.0 * v))
+        return cover.astype(np.float32), blend.astype(np.float32)
+
+    def labels(self, frame_index: int) -> np.ndarray:
+        """(H, W) int32 ground truth: 0 background, i+1 where object i covers at least half the pixel."""
+        labels = np.zeros(self._grid[0].shape, dtype=np.int32)
         for obj in range(self.settings.objects):
-            cx, cy = self.centre(obj, frame_index)
-            ry, rx = self.radii[obj]
-            labels[((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0] = obj + 1
+            cover, _ = self._coverage(obj, frame_index)
+            labels[cover >= 0.5] = obj + 1  # later objects on top
         return labels
 
     def render(self, frame_index: int) -> Capture:
-        labels = self.labels(frame_index)
-        tissue = np.array([0, *self.tissue_of_object], dtype=np.int32)[labels]
-        rng = np.random.default_rng([self.settings.seed, frame_index])
-        cube = self.spectra[tissue] * self.shading[..., None]
+        h, w = self._grid[0].shape
+        cube = np.broadcast_to(self.spectra[0], (h, w, self.spectra.shape[1])).copy()
+        labels = np.zeros((h, w), dtype=np.int32)
+        for obj in range(self.settings.objects):
+            cover, blend = self._coverage(obj, frame_index)
+            tissue = self.tissue_of_object[obj]
+            inside = cover > 0
+            spectrum = (1.0 - blend[inside, None]) * self.spectra[tissue] + blend[inside, None] * self.variants[tissue]
+            a = cover[inside, None]
+            cube[inside] = (1.0 - a) * cube[inside] + a * spectrum
+            labels[cover >= 0.5] = obj + 1
+        cube *= self.shading[..., None]
         if self.settings.noise > 0:
+            rng = np.random.default_rng([self.settings.seed, frame_index])
             cube += rng.normal(0.0, self.settings.noise, size=cube.shape).astype(np.float32)
         np.clip(cube, 0.0, 1.0, out=cube)
         return Capture(cube=cube, wavelengths_nm=self.wavelengths_nm, labels=labels,
