@@ -18,15 +18,16 @@ CUBE_DTYPES = (np.dtype("<f4"), np.dtype("<f2"))
 PROMPT_OPS = ("click", "undo", "remove", "reset", "state", "status")
 
 
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false", (int, float): "a number"}
+
+
 def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
     if name not in header:
         raise ProtocolError(f"{what}: header field {name!r} is missing")
     value = header[name]
-    if isinstance(value, bool) and kind is int:
-        raise ProtocolError(f"{what}: header field {name!r} must be an integer, got {value!r}")
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ProtocolError(f"{what}: header field {name!r} must be {names}, got {value!r}")
+    wrong_bool = isinstance(value, bool) and kind is not bool  # bool is an int subclass in Python
+    if wrong_bool or not isinstance(value, kind):
+        raise ProtocolError(f"{what}: header field {name!r} must be {_KIND_NAMES.get(kind, kind)}, got {value!r}")
     return value
 
 
