@@ -34,7 +34,9 @@ def click_points(clicks: list[Click], frame_id: int, window: int, shape: tuple[i
 def select_regions(candidate: np.ndarray, keep_at: list[tuple[int, int]], anchor: np.ndarray | None,
                    reject_at: list[tuple[int, int]], min_area: int) -> np.ndarray:
     """The connected regions of ``candidate`` that touch a keep point or the anchor mask and hold no
-    reject point; with no anchor at all, the largest region (the object moved out of reach)."""
+    reject point. With neither keep points nor an anchor (e.g. prompts restored after a restart),
+    the largest region. A region that lost touch with its anchor is not guessed at: showing
+    nothing is safer in theatre than showing the wrong tissue."""
     count, regions, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=8)
     if count <= 1:
         return np.zeros(candidate.shape, dtype=bool)
@@ -48,9 +50,9 @@ def select_regions(candidate: np.ndarray, keep_at: list[tuple[int, int]], anchor
             keep[regions[row, col]] = False
     keep[0] = False
     keep &= stats[:, cv2.CC_STAT_AREA] >= min_area
-    if not keep.any():
+    if not keep_at and (anchor is None or not anchor.any()):
         areas = stats[1:, cv2.CC_STAT_AREA]
-        if anchor is None and areas.max() >= min_area:
+        if areas.max() >= min_area:
             keep[1 + int(np.argmax(areas))] = True
     return keep[regions]
 
