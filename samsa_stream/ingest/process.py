@@ -14,7 +14,7 @@ from pathlib import Path
 from ..protocol import ProtocolError, now_ns, stamp, topic
 from ..runtime import ProcessStats
 from ..settings import Settings
-from ..transport import SocketFactory, send_nowait
+from ..transport import ShmWriter, SocketFactory, send_nowait, uses_shared_memory
 from .normalize import Normalizer
 from .sources import Source, SourceError, make_source
 
@@ -58,6 +58,9 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
     pacer = Pacer(cfg.pace, cfg.fps, stop)
     frame_topic = topic("frame", cfg.stream_id)
     log.info("ingest up: %s -> %s (stream %s)", source.describe(), settings.endpoints.frames, cfg.stream_id)
+    shm = ShmWriter(cfg.stream_id, settings.sockets.shm_slots) \
+        if uses_shared_memory(settings.sockets.shared_memory, settings.endpoints.frames) else None
+    stats.info["shared_memory"] = shm is not None
     with SocketFactory(settings) as sockets:
         pub = sockets.socket("frames_out")
         frame_id = 0
@@ -76,7 +79,7 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
                     frame = normalizer(capture, cfg.stream_id, frame_id, now_ns())
                     stats.count("nonfinite_replaced", frame.source.get("nonfinite_replaced", 0))
                     stamp(frame.hops, "ingest_out")
-                    parts = frame.to_parts()
+                    parts = frame.to_parts(None if shm is None else shm.put(frame.cube).to_header())
                 except (SourceError, ProtocolError) as exc:
                     stats.error("captures_rejected", str(exc))
                     continue
@@ -89,6 +92,8 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
                 stats.maybe_log()
         finally:
             source.close()
+            if shm is not None:
+                shm.close()
     stats.write(stats_file)
     log.info("ingest stopped: %s", dict(stats.counters))
     return stats

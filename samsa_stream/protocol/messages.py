@@ -7,6 +7,7 @@ validates everything a receiver relies on and raises ProtocolError naming the pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -84,6 +85,7 @@ class CubeFrame:
     source: dict[str, Any] = field(default_factory=dict)
     labels: np.ndarray | None = None  # optional ground-truth label map (H, W) int32
     hops: list[list[Any]] = field(default_factory=list)
+    cube_ref: dict[str, Any] | None = None  # where the cube lies when it came through shared memory
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -93,23 +95,35 @@ class CubeFrame:
         check_cube(self.cube, self.wavelengths_nm, self.rgb, self.labels, what=f"frame {self.stream_id}#{self.frame_id}")
         return self
 
-    def to_parts(self) -> list[Any]:
+    def to_parts(self, cube_ref: dict[str, Any] | None = None) -> list[Any]:
+        """Multipart parts; with ``cube_ref`` the cube stays out of the message (it lies in shared memory)."""
         arrays = {"cube": self.cube, "wavelengths_nm": np.asarray(self.wavelengths_nm, dtype=np.float64), "rgb": self.rgb}
         if self.labels is not None:
             arrays["labels"] = self.labels.astype(np.int32, copy=False)
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
                   "hops": self.hops, "calibration": self.calibration, "source": self.source}
+        if cube_ref is not None:
+            del arrays["cube"]
+            header["cube_ref"] = cube_ref
         return encode(header, arrays)
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "CubeFrame":
+    def from_parts(cls, parts: list[Any], resolve_cube: Callable[[Any], np.ndarray] | None = None) -> "CubeFrame":
+        """Decode and validate; ``resolve_cube`` maps a shared-memory ``cube_ref`` to the cube."""
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "frame")
+        cube_ref = header.get("cube_ref")
+        if cube_ref is None:
+            cube = _array(arrays, "cube", "frame")
+        elif resolve_cube is None:
+            raise ProtocolError("frame: the cube lies in shared memory (cube_ref) and this receiver cannot map it")
+        else:
+            cube = resolve_cube(cube_ref)
         frame = cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns,
-                    cube=_array(arrays, "cube", "frame"), wavelengths_nm=_array(arrays, "wavelengths_nm", "frame"),
+                    cube=cube, wavelengths_nm=_array(arrays, "wavelengths_nm", "frame"),
                     rgb=_array(arrays, "rgb", "frame"), calibration=str(header.get("calibration", "reflectance")),
                     source=header.get("source") if isinstance(header.get("source"), dict) else {},
-                    labels=arrays.get("labels"), hops=hops)
+                    labels=arrays.get("labels"), hops=hops, cube_ref=cube_ref)
         return frame.validate()
 
 

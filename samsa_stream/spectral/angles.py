@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 HALF_PI = np.float32(np.pi / 2)
+_TINY_NORM = 1e-18  # below this a float32 sum of squares is subnormal or zero, so imprecise
 
 
 class SpectralError(ValueError):
@@ -65,8 +66,16 @@ def unit_spectra(cube: np.ndarray) -> np.ndarray:
     b = cube.shape[-1]
     pixels = np.asarray(cube).reshape(-1, b).astype(np.float32, copy=True)
     norms = np.sqrt(np.einsum("ij,ij->i", pixels, pixels))
-    nonzero = norms > 0
-    pixels[nonzero] /= norms[nonzero, None]
+    precise = norms > _TINY_NORM
+    pixels[precise] /= norms[precise, None]
+    tiny = np.flatnonzero(~precise)
+    if tiny.size:  # squares of tiny values underflow float32: normalise those few rows in float64
+        rows = pixels[tiny].astype(np.float64)
+        scale = np.abs(rows).max(axis=1)
+        ok = scale > 0
+        rows[ok] /= scale[ok, None]
+        rows[ok] /= np.linalg.norm(rows[ok], axis=1)[:, None]
+        pixels[tiny] = rows
     return pixels
 
 

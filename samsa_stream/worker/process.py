@@ -9,6 +9,7 @@ import json
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ..protocol import CubeFrame, ObjectMask, PromptReply, PromptRequest, Protoc
 from ..runtime import ProcessStats, write_json_atomic
 from ..settings import Settings
 from ..spectral.angles import SpectralError, reference_spectrum
-from ..transport import SocketFactory, send_nowait
+from ..transport import ShmReader, ShmRef, SocketFactory, send_nowait
 from .engines import Engine, ObjectMemory, make_engine
 from .prompts import Click, PromptBook, PromptError
 
@@ -36,14 +37,16 @@ class StreamState:
     segmented_frame_id: int | None = None
     dirty: bool = False  # a new frame or changed prompts since the last segmentation
 
-    def frame(self, frame_id: int | None) -> CubeFrame:
-        """The frame a click was made on (the newest if not given or no longer kept)."""
+    def frame(self, frame_id: int | None, intact: Callable[[CubeFrame], bool]) -> CubeFrame:
+        """The frame a click was made on (the newest if not given or no longer kept intact)."""
         if not self.frames:
             raise PromptError("no frame has arrived on this stream yet: nothing to click on")
         if frame_id is not None:
             for frame in reversed(self.frames):
-                if frame.frame_id == frame_id:
+                if frame.frame_id == frame_id and intact(frame):
                     return frame
+        if not intact(self.frames[-1]):
+            raise PromptError("the newest frame was overwritten in shared memory; click again")
         return self.frames[-1]
 
 
@@ -56,6 +59,7 @@ class Worker:
         self.stats = stats or ProcessStats("worker", settings.log.stats_interval_s)
         self.stats.info["engine"] = self.engine.name
         self.streams: dict[str, StreamState] = {}
+        self.shm = ShmReader()
         self.state_file: Path | None = settings.worker.state_file
         self._load_state()
 
@@ -85,7 +89,7 @@ class Worker:
         return PromptReply(request.request_id, True, state=stream.book.state())
 
     def _click(self, stream: StreamState, request: PromptRequest) -> None:
-        frame = stream.frame(request.frame_id)
+        frame = stream.frame(request.frame_id, self.intact)
         x, y = float(request.x), float(request.y)  # type: ignore[arg-type]
         reference = reference_spectrum(frame.cube, x, y, self.settings.worker.spectral.reference_radius)
         click = Click(x=x, y=y, positive=request.positive, frame_id=frame.frame_id,
@@ -94,6 +98,14 @@ class Worker:
         memory = stream.memory.setdefault(int(request.object_id), ObjectMemory())  # type: ignore[arg-type]
         if request.positive and frame is not stream.frames[-1]:
             memory.last_mask = None  # re-anchor on the click, not on a mask from before it
+
+    def intact(self, frame: CubeFrame) -> bool:
+        """Whether a frame's cube is still what it was (a shared-memory slot may have been reused)."""
+        return frame.cube_ref is None or self.shm.valid(ShmRef.from_header(frame.cube_ref))
+
+    def decode_frame(self, parts: list[Any]) -> CubeFrame:
+        """A received frame (without its topic part), its cube mapped from shared memory if it lies there."""
+        return CubeFrame.from_parts(parts, lambda ref: self.shm.view(ShmRef.from_header(ref)))
 
     def status(self) -> dict[str, Any]:
         return {**self.stats.snapshot(),
@@ -145,6 +157,12 @@ class Worker:
                                   rgb=frame.rgb, objects=objects, engine=self.engine.name,
                                   hops=[list(h) for h in frame.hops], notices=notices)
 
+    def close(self) -> None:
+        """Let go of every frame, then of the shared-memory rings their cubes were views of."""
+        for stream in self.streams.values():
+            stream.frames.clear()
+        self.shm.close()
+
     # -- persistence -------------------------------------------------------------------------
     def _save_state(self) -> None:
         if self.state_file is None:
@@ -180,7 +198,7 @@ def _drain_frames(sock: zmq.Socket, worker: Worker) -> set[str]:
             break
         worker.stats.count("frames_received")
         try:
-            frame = CubeFrame.from_parts(parts[1:])  # parts[0] is the topic
+            frame = worker.decode_frame(parts[1:])  # parts[0] is the topic
         except ProtocolError as exc:
             worker.stats.error("frames_rejected", str(exc))
             continue
@@ -241,6 +259,9 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
                     stats.count("frames_failed")
                     log.exception("segmenting stream %s frame %s failed", stream_id, stream.last_frame_id)
                     continue
+                if not worker.intact(stream.frames[-1]):
+                    stats.count("frames_overwritten")  # the camera lapped the ring while we worked: result is void
+                    continue
                 stamp(result.hops, "worker_out")
                 if send_nowait(results, result.to_parts()):
                     stats.count("results_sent")
@@ -249,6 +270,7 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
                 if prompts in dict(poller.poll(0)):
                     _serve_prompts(prompts, worker)  # keep clicks responsive between streams
             stats.maybe_log()
+    worker.close()
     stats.write(stats_file)
     log.info("worker stopped: %s", dict(stats.counters))
     return stats

@@ -47,6 +47,14 @@ def test_zero_spectrum_pixels_are_defined() -> None:
     assert theta[1, 2, 0] == pytest.approx(0.0, abs=1e-3)
 
 
+def test_tiny_but_nonzero_spectra_keep_their_angle() -> None:
+    cube = np.array([[[1e-45], [1e-45]], [[3e-30], [0.0]]], np.float32)  # subnormal; squares underflow
+    theta = spectral_angles(cube, np.ones((1, 1)))
+    np.testing.assert_allclose(theta[:, :, 0], [[0.0, 0.0], [0.0, np.pi / 2]], atol=1e-3)
+    two = spectral_angles(np.array([[[1e-30, 2e-30, 0.0]]], np.float32), np.array([[1.0, 2.0, 0.0]]))
+    assert two[0, 0, 0] < 1e-3
+
+
 def test_angle_ignores_brightness() -> None:
     rng = np.random.default_rng(1)
     spectrum = rng.uniform(0.1, 0.9, 40).astype(np.float32)
