@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -34,23 +35,27 @@ class Publisher:
         self.seq = 0
         self._results = 0
 
-    def messages(self, result: SegmentationResult) -> list[tuple[bytes, list[Any]]]:
-        """(topic, parts) to broadcast for one result: masks always, an overlay every ``overlay_every``."""
+    def messages(self, result: SegmentationResult) -> Iterator[tuple[bytes, list[Any]]]:
+        """(topic, parts) to broadcast for one result: masks first (cheap, so they go out before
+        the overlay is drawn), then an overlay every ``overlay_every`` results."""
         self.seq += 1
         self._results += 1
-        hops = [list(h) for h in result.hops]
-        stamp(hops, "publisher_out")
+
+        def hops() -> list[list[Any]]:
+            out = [list(h) for h in result.hops]
+            stamp(out, "publisher_out")
+            return out
+
         masks = MaskBroadcast(stream_id=result.stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
                               size=result.rgb.shape[:2], objects=result.objects, engine=result.engine, seq=self.seq,
-                              hops=hops, notices=result.notices)
-        out = [(topic("mask", result.stream_id), masks.to_parts())]
+                              hops=hops(), notices=result.notices)
+        yield topic("mask", result.stream_id), masks.to_parts()
         if (self._results - 1) % self.settings.overlay_every == 0:
             image = render_overlay(result.rgb, result.objects, self.settings.overlay_alpha)
             data = encode_image(image, self.settings.overlay_format, self.settings.jpeg_quality)
             overlay = OverlayImage(stream_id=result.stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
-                                   encoding=self.settings.overlay_format, data=data, seq=self.seq, hops=hops)
-            out.append((topic("overlay", result.stream_id), overlay.to_parts()))
-        return out
+                                   encoding=self.settings.overlay_format, data=data, seq=self.seq, hops=hops())
+            yield topic("overlay", result.stream_id), overlay.to_parts()
 
     def replay_cache(self, prefix: bytes) -> list[list[Any]]:
         """Cached messages whose topic a new subscription ``prefix`` matches."""
@@ -110,12 +115,11 @@ def _broadcast_results(results: zmq.Socket, xpub: zmq.Socket, pub: Publisher) ->
     for result in newest.values():
         stamp(result.hops, "publisher_in")
         try:
-            messages = pub.messages(result)
+            for t, parts in pub.messages(result):
+                send_nowait(xpub, [t, *parts])
+                pub.cache[t] = parts
+                if t.startswith(b"mask/"):
+                    pub.stats.count("masks_published")
+                    pub.stats.observe("capture_to_published", (now_ns() - result.capture_ns) / 1e6)
         except ValueError as exc:
             pub.stats.error("results_rejected", f"stream {result.stream_id} frame {result.frame_id}: {exc}")
-            continue
-        for t, parts in messages:
-            send_nowait(xpub, [t, *parts])
-            pub.cache[t] = parts
-        pub.stats.count("masks_published")
-        pub.stats.observe("capture_to_published", (now_ns() - result.capture_ns) / 1e6)
