@@ -19,7 +19,7 @@ import zmq
 from ..protocol import MaskBroadcast, OverlayImage, ProtocolError, SegmentationResult, now_ns, stamp, topic
 from ..runtime import ProcessStats
 from ..settings import Settings
-from ..transport import SocketFactory, send_nowait
+from ..transport import SocketFactory, drain, send_nowait
 from .overlay import encode_image, render_overlay
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,8 @@ def run_publisher(settings: Settings, stop: threading.Event, stats_file: Path | 
 
 
 def _answer_subscriptions(xpub: zmq.Socket, pub: Publisher) -> None:
-    while True:
-        try:
-            event = xpub.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return
+    for (frame,) in drain(xpub):
+        event = bytes(frame)
         if event[:1] == b"\x01":  # subscribe; b"\x00" is unsubscribe
             pub.stats.count("subscriptions")
             for parts in pub.replay_cache(event[1:]):
@@ -99,11 +96,7 @@ def _answer_subscriptions(xpub: zmq.Socket, pub: Publisher) -> None:
 
 def _broadcast_results(results: zmq.Socket, xpub: zmq.Socket, pub: Publisher) -> None:
     newest: dict[str, SegmentationResult] = {}
-    while True:
-        try:
-            parts = results.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            break
+    for parts in drain(results):
         try:
             result = SegmentationResult.from_parts(parts)
         except ProtocolError as exc:

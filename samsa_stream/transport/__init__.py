@@ -1,7 +1,7 @@
 """How bytes move between processes (ZeroMQ sockets). What they mean lives in ``protocol``."""
 
 from .shm import ShmReader, ShmRef, ShmWriter
-from .sockets import ROLES, SocketFactory, send_nowait
+from .sockets import ROLES, SocketFactory, drain, send_nowait
 
 
 def uses_shared_memory(mode: str, endpoint: str) -> bool:
@@ -9,4 +9,4 @@ def uses_shared_memory(mode: str, endpoint: str) -> bool:
     return mode == "on" or (mode == "auto" and endpoint.startswith(("ipc://", "inproc://")))
 
 
-__all__ = ["ROLES", "ShmReader", "ShmRef", "ShmWriter", "SocketFactory", "send_nowait", "uses_shared_memory"]
+__all__ = ["ROLES", "ShmReader", "ShmRef", "ShmWriter", "SocketFactory", "drain", "send_nowait", "uses_shared_memory"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
@@ -142,3 +143,12 @@ def send_nowait(sock: zmq.Socket, parts: list[Any]) -> bool:
         return True
     except zmq.Again:
         return False
+
+
+def drain(sock: zmq.Socket, limit: int = 1000) -> Iterator[list[Any]]:
+    """Every message already waiting on ``sock`` (at most ``limit``, so one busy link cannot starve the others)."""
+    for _ in range(limit):
+        try:
+            yield sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return

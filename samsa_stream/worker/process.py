@@ -21,7 +21,7 @@ from ..protocol import CubeFrame, ObjectMask, PromptReply, PromptRequest, Protoc
 from ..runtime import ProcessStats, write_json_atomic
 from ..settings import Settings
 from ..spectral.angles import SpectralError, reference_spectrum
-from ..transport import ShmReader, ShmRef, SocketFactory, send_nowait
+from ..transport import ShmReader, ShmRef, SocketFactory, drain, send_nowait
 from .engines import Engine, ObjectMemory, make_engine
 from .prompts import Click, PromptBook, PromptError
 
@@ -191,11 +191,7 @@ def _drain_frames(sock: zmq.Socket, worker: Worker) -> set[str]:
     """Read every frame waiting on ``sock``; only the newest per stream will be segmented."""
     touched: set[str] = set()
     newest: dict[str, CubeFrame] = {}
-    while True:
-        try:
-            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            break
+    for parts in drain(sock):
         worker.stats.count("frames_received")
         try:
             frame = worker.decode_frame(parts[1:])  # parts[0] is the topic
@@ -213,11 +209,7 @@ def _drain_frames(sock: zmq.Socket, worker: Worker) -> set[str]:
 
 
 def _serve_prompts(sock: zmq.Socket, worker: Worker) -> None:
-    while True:
-        try:
-            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-        except zmq.Again:
-            return
+    for parts in drain(sock):
         identity, body = parts[0], parts[1:]
         try:
             request = PromptRequest.from_parts(body)
