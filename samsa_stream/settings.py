@@ -58,6 +58,9 @@ class SocketSettings(_Section):
     reply_timeout_ms: int = Field(3000, ge=1, description="how long a console waits for a prompt reply")
     poll_ms: int = Field(100, ge=1, description="idle poll interval of process loops")
     max_message_bytes: int = Field(2**31 - 1, ge=1024, description="larger inbound messages are refused by ZeroMQ")
+    shared_memory: Literal["auto", "on", "off"] = Field(
+        "auto", description="cubes through shared-memory slots, only descriptors on the socket; auto = on for ipc://")
+    shm_slots: int = Field(8, ge=2, le=256, description="ring size; a reader this many frames behind sees it as lost")
 
 
 class SecuritySettings(_Section):
@@ -95,8 +98,23 @@ class PhantomSettings(_Section):
         return self
 
 
+class WavelengthGrid(_Section):
+    """A regular wavelength grid (nm) every capture is resampled onto: start, start + step, ... <= stop."""
+
+    start_nm: float = Field(gt=0)
+    stop_nm: float = Field(gt=0)
+    step_nm: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> "WavelengthGrid":
+        if self.stop_nm < self.start_nm:
+            raise ValueError("stop_nm must not be below start_nm")
+        return self
+
+
 class IngestSettings(_Section):
-    source: str = Field("phantom", description="'phantom' or a path to a capture file or folder")
+    source: str = Field("phantom", description=(
+        "'phantom', 'plugin:NAME' (a camera driver plugin) or a path to a capture file or folder"))
     stream_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     fps: float = Field(10.0, gt=0, le=1000, description="pace of phantom and 'fixed' replay")
     frames: int = Field(0, ge=0, description="stop after this many frames (0 = run until stopped)")
@@ -104,13 +122,61 @@ class IngestSettings(_Section):
     loop: bool = Field(False, description="restart a replay at its end")
     dtype: Literal["float32", "float16"] = "float32"
     rgb_exposure: Literal["fixed", "frame"] = Field("fixed", description="pseudo-RGB gain per stream or per frame")
+    rgb_gain: float = Field(1.0, gt=0, le=100, description="fixed exposure: reflectance 1/gain renders white")
+    tivita_wavelength_range_nm: tuple[float, float] = Field((500.0, 1000.0), description=(
+        "TIVITA .dat files store no wavelengths: bands are spread evenly over this range (first, last band)"))
+    band_range_nm: tuple[float, float] | None = Field(None, description="keep only bands inside [lo, hi] nm")
+    wavelength_grid: WavelengthGrid | None = Field(None, description="resample every capture onto this grid")
+    spatial_binning: int = Field(1, ge=1, le=64, description="average k x k pixel blocks (1 = off)")
+    white_reflectance: float = Field(1.0, gt=0, le=1, description="reflectance of the white reference panel")
+    white_reference: Path | None = Field(None, description=(
+        "white reference capture for raw sources that bring none (averaged over its lines)"))
+    dark_reference: Path | None = Field(None, description="dark reference capture, as white_reference")
+    plugin_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="options handed to the camera plugin named in source")
+    watch: bool = Field(False, description="source is a folder: ingest each new capture written into it")
+    watch_poll_s: float = Field(0.5, gt=0, le=60, description="how often the watched folder is listed")
+    watch_settle_s: float = Field(1.0, ge=0, le=600, description=(
+        "a new file is read once its size has not changed for this long (the camera finished writing)"))
+    watch_existing: bool = Field(False, description="also ingest captures already in the folder at start")
     phantom: PhantomSettings = PhantomSettings()
+
+    @field_validator("tivita_wavelength_range_nm", "band_range_nm", mode="before")
+    @classmethod
+    def _pair_from_text(cls, value: Any) -> Any:
+        # --set passes text: accept "500,1000" or "[500, 1000]" (an empty value clears band_range_nm).
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.strip().strip("[]()").split(",") if p.strip()]
+            return tuple(parts) if parts else None
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "IngestSettings":
+        for name in ("tivita_wavelength_range_nm", "band_range_nm"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value[0] < value[1]:
+                raise ValueError(f"{name} must be (lo, hi) with 0 < lo < hi nm, got {value}")
+        if (self.white_reference is None) != (self.dark_reference is None):
+            raise ValueError("white_reference and dark_reference go together: set both or neither")
+        return self
 
 
 class SpectralEngineSettings(_Section):
     threshold_rad: float = Field(0.10, gt=0, lt=3.1416, description="max spectral angle to a positive reference")
     reference_radius: int = Field(2, ge=0, le=50, description="clicked neighbourhood (pixels) averaged into a reference")
     min_area_px: int = Field(4, ge=0, description="components smaller than this are dropped")
+
+
+class PromptEngineSettings(_Section):
+    """Training-free spectral prompting of SAM2 (engine 'prompt'); see docs/engines.md for the defaults' reasons."""
+
+    mask_logit_scale: float = Field(10.0, gt=0, le=32, description=(
+        "dense mask prompt logit at a perfect spectral match; 0 at worker.spectral.threshold_rad, "
+        "-scale from twice the threshold on (10 = SAM2's own logit for a given binary mask)"))
+    extra_positive_points: int = Field(1, ge=0, le=8, description=(
+        "points added where the spectrum is confidently similar (angle <= threshold/2), connected to the object"))
+    extra_negative_points: int = Field(1, ge=0, le=8, description=(
+        "points added where the spectrum is confidently dissimilar (angle >= 2 x threshold), nearest the object"))
 
 
 class WorkerSettings(_Section):
@@ -122,6 +188,12 @@ class WorkerSettings(_Section):
     frame_history: int = Field(4, ge=1, le=64, description="recent frames kept per stream for late clicks")
     state_file: Path | None = Field(None, description="prompt state persisted here, reloaded on restart")
     spectral: SpectralEngineSettings = SpectralEngineSettings()
+    sam2_config: str | None = Field(None, description=(
+        "SAM2 model config, e.g. 'sam2.1_hiera_t' or a YAML path; default: chosen from the checkpoint"))
+    image_size: int = Field(1024, ge=64, le=4096, multiple_of=32, description=(
+        "SAM2 input size (square); official weights are trained at 1024, smaller sizes are for tests"))
+    adapter: Path | None = Field(None, description="engine 'decoder': fusion adapter weights (.safetensors or .pt)")
+    prompt: PromptEngineSettings = PromptEngineSettings()
 
 
 class PublisherSettings(_Section):

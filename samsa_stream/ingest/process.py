@@ -52,7 +52,7 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
     """Publish frames until the source ends, ``ingest.frames`` are sent, or ``stop`` is set."""
     cfg = settings.ingest
     stats = ProcessStats("ingest", settings.log.stats_interval_s)
-    source = source or make_source(cfg)
+    source = source or make_source(cfg, stop)
     stats.info["source"] = source.describe()
     normalizer = Normalizer(cfg)
     pacer = Pacer(cfg.pace, cfg.fps, stop)

@@ -1,7 +1,12 @@
 """Pseudo-RGB rendering of a reflectance cube: a linear (B, 3) projection, then sRGB gamma.
 
-Band windows average the bands inside a red, green and blue wavelength window (the
-nearest band stands in for an empty window), so a flat reflector stays neutral grey.
+Projections (``PROJECTIONS``, chosen by ``choose_projection``):
+- ``colorimetric`` (spectral.colorimetry): CIE 1931 colour matching under D65, white-balanced,
+  used when the bands cover 400-700 nm; the image looks as the scene would to the eye.
+- ``windows``: average the bands inside a red, green and blue wavelength window (the nearest
+  band stands in for an empty window); for cameras that miss part of the visible range, e.g.
+  TIVITA (500-1000 nm).
+Both render a flat reflector as neutral grey.
 Exposure: ``fixed`` maps reflectance 1.0 (times ``gain``) to white on every frame, so the
 display does not flicker; ``frame`` stretches each frame's 99th percentile to white.
 """
@@ -12,10 +17,14 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .colorimetry import colorimetric_weights
+
 # (lo, hi) nm per channel R, G, B. Shifted red/green windows suit cameras starting at 500 nm.
 BAND_WINDOWS_NM: tuple[tuple[float, float], ...] = ((585.0, 725.0), (540.0, 585.0), (450.0, 540.0))
 
-_LUT_SIZE = 4096
+# 4097 entries: steps of exactly 1/4096, so round reflectances (0.5, 0.25) sit mid-cell, never on a
+# cell edge where float rounding could split a grey pixel across two levels.
+_LUT_SIZE = 4097
 _SRGB_LUT = np.empty(_LUT_SIZE, dtype=np.uint8)
 
 
@@ -40,8 +49,11 @@ def band_window_weights(wavelengths_nm: np.ndarray, windows: tuple[tuple[float, 
     return weights
 
 
-# Another projection (e.g. colorimetric CIE/D65) registers here under its name.
-PROJECTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"windows": band_window_weights}
+# Each maps a wavelength vector (B,) to a (B, 3) projection; another one registers here under its name.
+PROJECTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "windows": band_window_weights,
+    "colorimetric": colorimetric_weights,
+}
 
 
 def choose_projection(wavelengths_nm: np.ndarray) -> str:
@@ -66,5 +78,6 @@ def render_pseudo_rgb(cube: np.ndarray, wavelengths_nm: np.ndarray, exposure: st
         scale = float(gain)
     else:
         raise ValueError(f"exposure must be 'fixed' or 'frame', got {exposure!r}")
-    index = np.clip(linear * (scale * (_LUT_SIZE - 1)), 0, _LUT_SIZE - 1).astype(np.int32)
+    # +0.5 rounds to the nearest LUT entry (truncation would darken every pixel by up to one step).
+    index = np.clip(linear * (scale * (_LUT_SIZE - 1)) + 0.5, 0, _LUT_SIZE - 1).astype(np.int32)
     return _SRGB_LUT[index].reshape(h, w, 3)

@@ -1,7 +1,12 @@
 """Capture file formats. Each reader turns a path into captures; ``open_captures`` picks one.
 
-A reader is registered with the file suffixes it handles. Folders replay every capture
-file inside them in name order.
+A reader is registered with the file suffixes it handles (``READERS``). A folder is either one
+HELICoiD capture (``raw`` + references) or a recording: every capture file and capture folder
+inside it, recursively, in name order. Files that belong to another capture (an ENVI header's
+data file, a cube's wavelength or label file) are not captures of their own.
+
+Formats: ENVI (``.hdr``), TIVITA (``.dat``; a ``.dat`` with an ENVI header next to it is ENVI
+data), NumPy (``.npy`` with side files, ``.npz``), HELICoiD folders. See docs/formats.md.
 """
 
 from __future__ import annotations
@@ -10,36 +15,98 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..sources.base import Capture, SourceError
+from .envi import data_candidates, read_envi_captures
+from .helicoid import is_helicoid_folder, read_helicoid
+from .npy import is_sidecar, read_npy
 from .npz import read_npz
+from .options import ReadOptions
+from .tivita import read_tivita
 
-Reader = Callable[[Path], Iterator[Capture]]
-READERS: dict[str, Reader] = {".npz": read_npz}
+Reader = Callable[[Path, ReadOptions], Iterator[Capture]]
+
+
+def read_dat(path: Path, options: ReadOptions) -> Iterator[Capture]:
+    """``.dat``: ENVI data when a header of the same stem lies next to it, else a TIVITA cube."""
+    for header in (path.with_suffix(".hdr"), path.with_name(path.name + ".hdr")):
+        if header.is_file():
+            return read_envi_captures(header, options)
+    return read_tivita(path, options)
+
+
+READERS: dict[str, Reader] = {".hdr": read_envi_captures, ".dat": read_dat, ".npy": read_npy, ".npz": read_npz}
 
 
 def reader_for(path: Path) -> Reader:
     suffix = path.suffix.lower()
     if suffix not in READERS:
-        raise SourceError(f"{path}: no reader for '{suffix}' files (known: {', '.join(sorted(READERS))})")
+        raise SourceError(f"{path}: no reader for '{suffix}' files (known: {', '.join(sorted(READERS))}, "
+                          "or a HELICoiD capture folder)")
     return READERS[suffix]
 
 
+def _is_envi_data(path: Path) -> bool:
+    """True for the binary half of an ENVI pair (found from its header), which is read via the header."""
+    for header in (path.with_suffix(".hdr"), path.with_name(path.name + ".hdr")):
+        if header.is_file() and header != path and path in data_candidates(header):
+            return True
+    return False
+
+
+def capture_entries(folder: Path) -> list[Path]:
+    """The captures of ``folder`` in name order: itself if it is a HELICoiD capture folder, else every
+    capture file (not side or data files) and every sub-folder that holds captures."""
+    if is_helicoid_folder(folder):
+        return [folder]
+    entries: list[Path] = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            if not path.name.startswith(".") and (is_helicoid_folder(path) or capture_entries(path)):
+                entries.append(path)
+        elif path.suffix.lower() in READERS and not is_sidecar(path) and not _is_envi_data(path):
+            entries.append(path)
+    return entries
+
+
 def capture_files(folder: Path) -> list[Path]:
-    """Files in ``folder`` that some reader handles, in name order."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in READERS)
+    """Every capture file or HELICoiD capture folder below ``folder``, in name order (depth first)."""
+    out: list[Path] = []
+    for entry in capture_entries(folder):
+        if entry.is_dir() and not is_helicoid_folder(entry):
+            out.extend(capture_files(entry))
+        else:
+            out.append(entry)
+    return out
 
 
-def open_captures(path: str | Path) -> Iterator[Capture | SourceError]:
-    """Every capture in a file or a folder of files, in order. A file that cannot be read yields
-    its SourceError in its place, so one bad file in a recording does not end the replay."""
+def read_entry(path: Path, options: ReadOptions | None = None) -> Iterator[Capture]:
+    """The captures of one file or HELICoiD folder (raises SourceError when it cannot be read)."""
+    options = options or ReadOptions()
+    if path.is_dir():
+        if not is_helicoid_folder(path):
+            raise SourceError(f"{path}: not a HELICoiD capture folder (needs raw.hdr with whiteReference.hdr "
+                              "and darkReference.hdr)")
+        return read_helicoid(path, options)
+    return reader_for(path)(path, options)
+
+
+def open_captures(path: str | Path, options: ReadOptions | None = None) -> Iterator[Capture | SourceError]:
+    """Every capture in a file or a folder, in order. A file that cannot be read yields its
+    SourceError in its place, so one bad file in a recording does not end the replay."""
     path = Path(path)
     if not path.exists():
         yield SourceError(f"{path}: no such file or folder")
         return
-    files = capture_files(path) if path.is_dir() else [path]
-    if not files:
-        yield SourceError(f"{path}: folder holds no capture files (known: {', '.join(sorted(READERS))})")
-    for file in files:
+    entries = capture_files(path) if path.is_dir() else [path]
+    if not entries:
+        yield SourceError(f"{path}: folder holds no capture files (known: {', '.join(sorted(READERS))}, "
+                          "or HELICoiD capture folders)")
+    for entry in entries:
         try:
-            yield from reader_for(file)(file)
+            yield from read_entry(entry, options)
         except SourceError as exc:
             yield exc
+        except OSError as exc:  # vanished or unreadable mid-replay: name it and go on
+            yield SourceError(f"{entry}: cannot be read ({exc.strerror or exc})")
+
+
+__all__ = ["READERS", "ReadOptions", "Reader", "capture_files", "open_captures", "read_entry", "reader_for"]

@@ -24,6 +24,9 @@ class Capture:
     labels: np.ndarray | None = None  # optional (H, W) label map
     timestamp_ns: int | None = None  # when it was captured, for recorded-pace replay
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Raw captures: white and dark reference images (L, W, B), (W, B) or (B,), same bands as the cube.
+    white: np.ndarray | None = None
+    dark: np.ndarray | None = None
 
 
 class Source(ABC):

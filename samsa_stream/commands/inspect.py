@@ -1,0 +1,116 @@
+"""``samsa-stream inspect``: what a capture file or folder holds, without ingesting it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..cli import common_options, settings_from
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="describe a capture: format, shape, dtype, wavelengths, calibration",
+                       description="Describe every capture in PATH (a capture file or a folder of them): format, "
+                                   "shape H x W x B, stored dtype, wavelength range and count, calibration state "
+                                   "(reflectance, or raw counts with or without white/dark references), whether a "
+                                   "label map is present, and any warnings. Exits 1 when a capture cannot be read.")
+    common_options(p)
+    p.add_argument("path", type=Path, help="capture file (.hdr, .dat, .npy, .npz) or folder")
+    p.add_argument("--json", action="store_true", help="print a JSON list, one object per capture")
+    p.set_defaults(handler=_run)
+
+
+def describe_capture(capture: Any) -> dict[str, Any]:
+    """One capture as a JSON-friendly summary."""
+    from ..ingest.normalize import check_wavelengths
+    from ..ingest.sources import SourceError
+
+    meta = dict(capture.metadata)
+    h, w, b = capture.cube.shape if capture.cube.ndim == 3 else (None, None, None)
+    wl = np.asarray(capture.wavelengths_nm, dtype=np.float64)
+    waves: dict[str, Any] = {"count": int(wl.size)}
+    if wl.size:
+        waves |= {"first_nm": round(float(wl[0]), 3), "last_nm": round(float(wl[-1]), 3)}
+    if wl.size > 1:
+        waves["mean_step_nm"] = round(float((wl[-1] - wl[0]) / (wl.size - 1)), 3)
+    try:
+        check_wavelengths(wl, b or 0, "wavelengths")
+    except SourceError as exc:
+        waves["problem"] = str(exc)
+    if "wavelengths_assumed_nm" in meta:
+        waves["assumed"] = True  # the format stores none; from ingest.tivita_wavelength_range_nm
+    if capture.calibration == "raw":
+        refs = capture.white is not None and capture.dark is not None
+        calibration = "raw counts, white/dark references present" if refs else "raw counts, no references"
+    else:
+        scale = meta.get("reflectance_scale_factor")
+        calibration = "reflectance" + (f" (stored x {scale:g})" if scale else "")
+    out: dict[str, Any] = {
+        "path": meta.pop("folder", None) or meta.pop("file", None),
+        "format": meta.pop("format", "unknown"),
+        "shape": [h, w, b],
+        "dtype": meta.pop("stored_dtype", str(capture.cube.dtype)),
+        "wavelengths": waves,
+        "calibration": calibration,
+        "labels": capture.labels is not None,
+    }
+    if capture.labels is not None:
+        out["label_values"] = [int(v) for v in np.unique(capture.labels)[:32]]
+    meta.pop("wavelengths_assumed_nm", None)
+    meta.pop("fwhm_nm", None)
+    out |= {k: v for k, v in meta.items() if k != "data_file"}
+    return out
+
+
+def _text(entry: dict[str, Any]) -> str:
+    waves = entry["wavelengths"]
+    wl = f"{waves['count']} band(s)"
+    if "first_nm" in waves:
+        wl += f", {waves['first_nm']:g}-{waves['last_nm']:g} nm"
+    if "mean_step_nm" in waves:
+        wl += f" (mean step {waves['mean_step_nm']:g} nm)"
+    if waves.get("assumed"):
+        wl += ", assumed (not stored in the file)"
+    if "problem" in waves:
+        wl += f"; INVALID: {waves['problem']}"
+    fmt = entry["format"]
+    extra = [entry["interleave"]] if "interleave" in entry else []
+    extra += [f"{entry['byte_order']} endian"] if "byte_order" in entry else []
+    h, w, b = entry["shape"]
+    rows = [("format", fmt + (f" ({', '.join(map(str, extra))})" if extra else "")),
+            ("shape", f"{h} x {w} x {b} (H x W x B)"), ("dtype", entry["dtype"]), ("wavelengths", wl),
+            ("calibration", entry["calibration"]),
+            ("label map", f"yes, values {entry['label_values']}" if entry["labels"] else "no")]
+    if "index" in entry:
+        rows.insert(0, ("frame", str(entry["index"])))
+    if entry.get("bad_bands_dropped"):
+        rows.append(("bad bands", f"{entry['bad_bands_dropped']} dropped (bbl)"))
+    if "data_ignore_value" in entry:
+        rows.append(("ignore value", f"{entry['data_ignore_value']:g} (read as NaN, replaced on ingest)"))
+    for warning in entry.get("warnings", []):
+        rows.append(("warning", warning))
+    return entry["path"] + "\n" + "".join(f"  {k:<13}{v}\n" for k, v in rows)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..ingest.formats import ReadOptions, open_captures
+    from ..ingest.sources import SourceError
+
+    settings = settings_from(args)
+    entries: list[dict[str, Any]] = []
+    for capture in open_captures(args.path, ReadOptions.from_settings(settings.ingest)):
+        entries.append({"error": str(capture)} if isinstance(capture, SourceError) else describe_capture(capture))
+    if args.json:
+        json.dump(entries, sys.stdout, indent=2)
+        print()
+    else:
+        print("\n".join(_text(e) for e in entries if "error" not in e), end="")
+        for entry in entries:
+            if "error" in entry:
+                print(f"samsa-stream inspect: error: {entry['error']}", file=sys.stderr)
+    return 1 if any("error" in e for e in entries) else 0
