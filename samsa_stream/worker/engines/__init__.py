@@ -11,9 +11,33 @@ from .spectral import SpectralEngine
 
 log = logging.getLogger(__name__)
 
-# name -> builder. The SAM2 engines register here (they import torch, so only when chosen).
+
+
+# The SAM2 engines import torch and sam2, so their modules load only when one is chosen.
+def _rgb(settings: WorkerSettings) -> Engine:
+    from .rgb import RgbEngine
+
+    return RgbEngine.build(settings)
+
+
+def _prompt(settings: WorkerSettings) -> Engine:
+    from .prompt import PromptEngine
+
+    return PromptEngine.build(settings)
+
+
+def _decoder(settings: WorkerSettings) -> Engine:
+    from .decoder import DecoderEngine
+
+    return DecoderEngine.build(settings)
+
+
+# name -> builder
 BUILDERS: dict[str, Callable[[WorkerSettings], Engine]] = {
     "spectral": lambda s: SpectralEngine(s.spectral, click_window=s.frame_history),
+    "rgb": _rgb,
+    "prompt": _prompt,
+    "decoder": _decoder,
 }
 
 

@@ -1,0 +1,202 @@
+"""What the rgb, prompt and decoder engines share: one SAM2 runner, the per-frame embedding cache,
+the click model across frames, the spectral maps on the model's device, and the decode step.
+
+Subclasses change only what enters SAM2: the dense mask prompt (``mask_prompt``), points added to
+the clicks (``extra_points``) and additions to the decoder's skip features (``high_res_delta``).
+
+Across frames (until SAM2 streaming memory arrives in a later issue):
+- a click is a point prompt only on frames within ``worker.frame_history`` frames of its own;
+- on later frames the object is followed from its previous result: a positive point at the
+  interior of the previous mask and the previous low-res logits as the dense mask prompt
+  (the recent negative clicks still count); if there is no usable previous mask the object's
+  positive clicks are used where they were made.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...protocol import CubeFrame
+from ...settings import WorkerSettings
+from ..prompts import TrackedObject
+from . import torch_angles
+from .base import Engine, FrameContext, ObjectMemory, Segmentation
+from .point_sampling import interior_point
+from .sam2_model import load_sam2
+from .sam2_runner import LOW_RES_CLAMP, ImageFeatures, Sam2Runner
+
+MAX_CACHED_STREAMS = 16  # one embedded frame kept per stream
+
+
+@dataclass
+class Sam2Context(FrameContext):
+    """One frame's SAM2 embedding and, computed when first needed, its pixel spectra on the device."""
+
+    features: ImageFeatures
+    spectra: torch_angles.PixelSpectra | None = None
+
+    def pixel_spectra(self, device: torch.device) -> torch_angles.PixelSpectra:
+        if self.spectra is None:
+            self.spectra = torch_angles.PixelSpectra.of(torch_angles.cube_to_device(self.frame.cube, device))
+        return self.spectra
+
+
+@dataclass
+class SpectralMaps:
+    """Similarity maps (H, W) in [0, 1] of one object on one frame, on the model's device."""
+
+    positive: torch.Tensor  # best over the positive references
+    negative: torch.Tensor | None  # best over the negative references (None without negatives)
+    similarity: torch.Tensor  # positive pushed down where a negative is closer (DESIGN section 4)
+
+
+@dataclass
+class PointPrompts:
+    """Point prompts in original pixels: (x = column, y = row) and label 1 (positive) / 0 (negative)."""
+
+    coords: list[tuple[float, float]]
+    labels: list[int]
+    fresh: bool  # a positive click of the object is on or near this frame
+
+    def add(self, x: float, y: float, label: int) -> None:
+        self.coords.append((x, y))
+        self.labels.append(label)
+
+
+def click_signature(obj: TrackedObject) -> tuple[tuple[float, float, bool, int], ...]:
+    return tuple((c.x, c.y, c.positive, c.frame_id) for c in obj.clicks)
+
+
+class Sam2Engine(Engine):
+    """SAM2 on the pseudo-RGB; the base of every SAM2 engine (on its own it is the ``rgb`` engine)."""
+
+    name = "rgb"
+    uses_similarity = False  # whether segmentation needs the spectral maps
+
+    def __init__(self, runner: Sam2Runner, settings: WorkerSettings) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.click_window = settings.frame_history
+        self._frames: OrderedDict[str, Sam2Context] = OrderedDict()
+        loaded = runner.loaded
+        if loaded.random_weights:
+            self.notices = (*self.notices, f"SAM2 {loaded.variant.name} has {loaded.source}: masks are meaningless "
+                                           "(tests only; set worker.checkpoint to an official checkpoint)")
+
+    @classmethod
+    def build(cls, settings: WorkerSettings) -> "Sam2Engine":
+        """The engine with the SAM2 model the settings name (checkpoint or explicit random weights)."""
+        return cls(Sam2Runner(load_sam2(settings)), settings)
+
+    # -- per frame ---------------------------------------------------------------------------
+    def prepare(self, frame: CubeFrame) -> Sam2Context:
+        """Embed the frame, or return the embedding already computed for this very frame."""
+        cached = self._frames.get(frame.stream_id)
+        if cached is not None and cached.frame is frame:
+            self._frames.move_to_end(frame.stream_id)
+            return cached
+        ctx = Sam2Context(frame=frame, features=self.runner.embed(frame.rgb))
+        self._frames[frame.stream_id] = ctx
+        self._frames.move_to_end(frame.stream_id)
+        while len(self._frames) > MAX_CACHED_STREAMS:
+            self._frames.popitem(last=False)
+        return ctx
+
+    # -- per object --------------------------------------------------------------------------
+    def segment(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
+        frame = ctx.frame
+        h, w = frame.cube.shape[:2]
+        with torch.no_grad():
+            maps = self.spectral_maps(ctx, obj) if self.uses_similarity else None
+            previous = self.previous_logits(ctx, obj, memory)
+            points = self.base_points(ctx, obj, memory)
+            self.extra_points(ctx, points, maps)
+            decoded = self.runner.decode(ctx.features, np.asarray(points.coords, dtype=np.float32),
+                                         np.asarray(points.labels, dtype=np.int32),
+                                         mask_logits=self.mask_prompt(ctx, points, previous, maps),
+                                         multimask=len(points.labels) == 1,
+                                         high_res_delta=self.high_res_delta(ctx, maps))
+            best = decoded.best()
+            logits = self.runner.upscale(decoded.low_res_raw[:, best:best + 1], (h, w))[0]
+            mask = (logits > 0).cpu().numpy()
+            score = float(decoded.scores[0, best].clamp(0, 1).item())
+            if mask.any():  # an empty result keeps the last good state to re-find the object from
+                memory.last_mask = mask
+                memory.extra.update(sam2_low_res=decoded.low_res[:, best:best + 1],
+                                    sam2_clicks=click_signature(obj), sam2_grid=(self.runner.mask_size, (h, w)))
+            memory.last_frame_id = frame.frame_id
+            similarity = None if maps is None else maps.similarity.float().cpu().numpy()
+        return Segmentation(mask=mask, score=score, similarity=similarity, logits=logits.float().cpu().numpy())
+
+    def spectral_maps(self, ctx: Sam2Context, obj: TrackedObject) -> SpectralMaps:
+        """The object's similarity maps on this frame (references resampled to its bands)."""
+        frame = ctx.frame
+        spectra = ctx.pixel_spectra(self.runner.device)
+        pos = np.stack([c.reference_on(frame.wavelengths_nm) for c in obj.positives])
+        s_pos = torch_angles.angle_to_similarity(spectra.angles(pos).amin(dim=2))
+        s_neg = None
+        if obj.negatives:
+            neg = np.stack([c.reference_on(frame.wavelengths_nm) for c in obj.negatives])
+            s_neg = torch_angles.angle_to_similarity(spectra.angles(neg).amin(dim=2))
+        return SpectralMaps(positive=s_pos, negative=s_neg, similarity=torch_angles.combine_similarity(s_pos, s_neg))
+
+    def previous_logits(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> torch.Tensor | None:
+        """Last result's low-res logits, if they still describe this object: same clicks or more
+        (not after an undo or re-anchoring click), same image size."""
+        extra: dict[str, Any] = memory.extra
+        low_res = extra.get("sam2_low_res")
+        if low_res is None or memory.last_mask is None:
+            return None
+        seen = extra.get("sam2_clicks", ())
+        if click_signature(obj)[:len(seen)] != seen:
+            return None
+        if extra.get("sam2_grid") != (self.runner.mask_size, ctx.frame.cube.shape[:2]):
+            return None
+        return low_res
+
+    def base_points(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> PointPrompts:
+        """The object's clicks near this frame, else the previous mask's interior (see module doc)."""
+        frame = ctx.frame
+        h, w = frame.cube.shape[:2]
+        inside = [c for c in obj.clicks if 0 <= round(c.x) < w and 0 <= round(c.y) < h]
+        recent = [c for c in inside if abs(frame.frame_id - c.frame_id) <= self.click_window]
+        points = PointPrompts([], [], fresh=any(c.positive for c in recent))
+        if not points.fresh:
+            last = memory.last_mask
+            anchor = interior_point(last) if last is not None and last.shape == (h, w) else None
+            if anchor is not None:
+                points.add(float(anchor[1]), float(anchor[0]), 1)
+            else:
+                for c in inside:
+                    if c.positive:
+                        points.add(c.x, c.y, 1)
+        for c in recent:
+            points.add(c.x, c.y, int(c.positive))
+        if 1 not in points.labels:  # every positive click is off this (smaller) frame: keep the object alive
+            first = obj.positives[0]
+            points.add(float(min(max(first.x, 0), w - 1)), float(min(max(first.y, 0), h - 1)), 1)
+        return points
+
+    # -- what subclasses change ------------------------------------------------------------------
+    def extra_points(self, ctx: Sam2Context, points: PointPrompts, maps: SpectralMaps | None) -> None:
+        """Add point prompts beyond the clicks (none for plain SAM2)."""
+
+    def mask_prompt(self, ctx: Sam2Context, points: PointPrompts, previous: torch.Tensor | None,
+                    maps: SpectralMaps | None) -> torch.Tensor | None:
+        """Dense mask prompt (1, 1, S/4, S/4): none on a clicked frame (exactly SAM2's predictor on the
+        clicks), the previous low-res logits when following the object on later frames."""
+        return None if points.fresh else previous
+
+    def high_res_delta(self, ctx: Sam2Context, maps: SpectralMaps | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Additions to the decoder's 1/4 and 1/8 skip features (none for plain SAM2)."""
+        return None
+
+
+def clamp_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Keep a dense mask prompt within the logit range SAM2's predictor feeds back."""
+    return logits.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
