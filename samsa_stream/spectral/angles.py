@@ -21,10 +21,7 @@ def spectral_angles(cube: np.ndarray, references: np.ndarray) -> np.ndarray:
 
     Returns (H, W, K). Works for any band count B; the result has K channels regardless.
     """
-    cube = np.asarray(cube)
-    if cube.ndim != 3:
-        raise SpectralError(f"cube must be H x W x B, got shape {cube.shape}")
-    return angles_from_unit(unit_spectra(cube), references, cube.shape[:2])
+    return PixelSpectra.of(cube).angles(references)
 
 
 def reference_spectrum(cube: np.ndarray, x: float, y: float, radius: int) -> np.ndarray:
@@ -58,35 +55,62 @@ def similarity_map(theta_pos: np.ndarray, theta_neg: np.ndarray | None = None) -
     return np.clip(s_pos - np.maximum(0.0, s_neg - s_pos), 0.0, 1.0)
 
 
-def unit_spectra(cube: np.ndarray) -> np.ndarray:
-    """(H, W, B) -> (H*W, B) float32 spectra scaled to unit length; zero spectra stay zero.
-
-    Computed once per frame and shared by every object's angle map.
-    """
-    b = cube.shape[-1]
-    pixels = np.asarray(cube).reshape(-1, b).astype(np.float32, copy=True)
-    norms = np.sqrt(np.einsum("ij,ij->i", pixels, pixels))
-    precise = norms > _TINY_NORM
-    pixels[precise] /= norms[precise, None]
-    tiny = np.flatnonzero(~precise)
-    if tiny.size:  # squares of tiny values underflow float32: normalise those few rows in float64
-        rows = pixels[tiny].astype(np.float64)
-        scale = np.abs(rows).max(axis=1)
-        ok = scale > 0
-        rows[ok] /= scale[ok, None]
-        rows[ok] /= np.linalg.norm(rows[ok], axis=1)[:, None]
-        pixels[tiny] = rows
-    return pixels
+_BLOCK = 16384  # pixels per block: the block's spectra stay in cache between the product and the arccos
 
 
-def angles_from_unit(unit: np.ndarray, references: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Angles (H, W, K) between unit pixel spectra from ``unit_spectra`` and ``references`` (K, B)."""
-    references = np.atleast_2d(np.asarray(references, dtype=np.float32))
-    if references.shape[1] != unit.shape[1]:
-        raise SpectralError(f"references have {references.shape[1]} bands, the cube has {unit.shape[1]}")
-    ref_norm = np.linalg.norm(references, axis=1)
+class PixelSpectra:
+    """A frame's pixel spectra and their norms, computed once per frame and shared by every
+    reference of every object. No normalised copy of the cube is made: each angle map is one
+    pass over the cube (a matrix product scaled by the stored inverse norms)."""
+
+    def __init__(self, pixels: np.ndarray, shape: tuple[int, int]) -> None:
+        self.pixels = pixels  # (H*W, B) float32; a view of the cube when it is float32 already
+        self.shape = shape
+        norms = np.sqrt(np.einsum("ij,ij->i", pixels, pixels))
+        precise = norms > _TINY_NORM
+        self.inv_norm = np.zeros(norms.shape, dtype=np.float32)
+        self.inv_norm[precise] = 1.0 / norms[precise]
+        # Squares of tiny values underflow float32: those few rows get their cosines in float64.
+        nonzero_tiny = np.flatnonzero(~precise)
+        self.tiny = nonzero_tiny[np.any(pixels[nonzero_tiny] != 0, axis=1)] if nonzero_tiny.size else nonzero_tiny
+
+    @classmethod
+    def of(cls, cube: np.ndarray) -> "PixelSpectra":
+        cube = np.asarray(cube)
+        if cube.ndim != 3:
+            raise SpectralError(f"cube must be H x W x B, got shape {cube.shape}")
+        h, w, b = cube.shape
+        return cls(np.ascontiguousarray(cube.reshape(-1, b), dtype=np.float32), (h, w))
+
+    @property
+    def bands(self) -> int:
+        return int(self.pixels.shape[1])
+
+    def angles(self, references: np.ndarray) -> np.ndarray:
+        """Angles (H, W, K) float32 to each of ``references`` (K, B)."""
+        directions = _unit_references(references, self.bands)  # (B, K)
+        n = self.pixels.shape[0]
+        theta = np.empty((n, directions.shape[1]), dtype=np.float32)
+        for start in range(0, n, _BLOCK):
+            stop = min(start + _BLOCK, n)
+            cosine = self.pixels[start:stop] @ directions
+            cosine *= self.inv_norm[start:stop, None]  # a zero spectrum has 0 here: a right angle to everything
+            np.clip(cosine, -1.0, 1.0, out=cosine)
+            np.arccos(cosine, out=theta[start:stop])
+        if self.tiny.size:
+            rows = self.pixels[self.tiny].astype(np.float64)
+            rows /= np.abs(rows).max(axis=1, keepdims=True)
+            rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+            theta[self.tiny] = np.arccos(np.clip(rows @ directions.astype(np.float64), -1.0, 1.0))
+        return theta.reshape(self.shape[0], self.shape[1], -1)
+
+
+def _unit_references(references: np.ndarray, bands: int) -> np.ndarray:
+    """(K, B) references -> (B, K) float32 unit directions; SpectralError for a wrong band count or zero."""
+    refs = np.atleast_2d(np.asarray(references, dtype=np.float32))
+    if refs.shape[1] != bands:
+        raise SpectralError(f"references have {refs.shape[1]} bands, the cube has {bands}")
+    ref_norm = np.linalg.norm(refs, axis=1)
     if np.any(ref_norm == 0) or not np.all(np.isfinite(ref_norm)):
         raise SpectralError("a reference spectrum is zero or not finite: it has no spectral angle")
-    cosine = unit @ (references / ref_norm[:, None]).T  # a zero spectrum gives 0: orthogonal to everything
-    np.clip(cosine, -1.0, 1.0, out=cosine)
-    return np.arccos(cosine).reshape(shape[0], shape[1], -1)
+    return np.ascontiguousarray((refs / ref_norm[:, None]).T)

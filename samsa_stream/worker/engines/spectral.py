@@ -10,14 +10,14 @@ import numpy as np
 
 from ...protocol import CubeFrame
 from ...settings import SpectralEngineSettings
-from ...spectral.angles import angles_from_unit, angle_to_similarity, similarity_map, unit_spectra
+from ...spectral.angles import PixelSpectra, angle_to_similarity, similarity_map
 from ..prompts import Click, TrackedObject
 from .base import Engine, FrameContext, ObjectMemory, Segmentation
 
 
 @dataclass
 class SpectralContext(FrameContext):
-    unit: np.ndarray  # (H*W, B) unit-length spectra, shared by every object
+    spectra: PixelSpectra  # the frame's spectra and norms, shared by every object
 
 
 def click_points(clicks: list[Click], frame_id: int, window: int, shape: tuple[int, int]) -> list[tuple[int, int]]:
@@ -65,18 +65,17 @@ class SpectralEngine(Engine):
         self.click_window = click_window
 
     def prepare(self, frame: CubeFrame) -> SpectralContext:
-        return SpectralContext(frame=frame, unit=unit_spectra(frame.cube))
+        return SpectralContext(frame=frame, spectra=PixelSpectra.of(frame.cube))
 
     def similarity(self, ctx: SpectralContext, obj: TrackedObject) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(similarity, angle to the nearest positive, angle to the nearest negative or None) on this frame."""
         frame = ctx.frame
-        shape = frame.cube.shape[:2]
         pos = np.stack([c.reference_on(frame.wavelengths_nm) for c in obj.positives])
-        theta_pos = angles_from_unit(ctx.unit, pos, shape)
+        theta_pos = ctx.spectra.angles(pos)
         theta_neg = None
         if obj.negatives:
             neg = np.stack([c.reference_on(frame.wavelengths_nm) for c in obj.negatives])
-            theta_neg = angles_from_unit(ctx.unit, neg, shape)
+            theta_neg = ctx.spectra.angles(neg)
         sim = similarity_map(theta_pos, theta_neg)
         return sim, theta_pos.min(axis=2), None if theta_neg is None else theta_neg.min(axis=2)
 
