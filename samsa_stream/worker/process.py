@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from ..protocol import CubeFrame, ObjectMask, PromptReply, PromptRequest, ProtocolError, SegmentationResult, stamp
+from ..protocol import CubeFrame, ObjectMask, PromptReply, PromptRequest, ProtocolError, SegmentationResult, now_ns, stamp
 from ..runtime import ProcessStats, write_json_atomic
 from ..settings import Settings
 from ..spectral.angles import SpectralError, reference_spectrum
@@ -192,13 +192,14 @@ def _drain_frames(sock: zmq.Socket, worker: Worker) -> set[str]:
     touched: set[str] = set()
     newest: dict[str, CubeFrame] = {}
     for parts in drain(sock):
+        received = now_ns()  # before decoding, so the frame link's hop is transport alone
         worker.stats.count("frames_received")
         try:
             frame = worker.decode_frame(parts[1:])  # parts[0] is the topic
         except ProtocolError as exc:
             worker.stats.error("frames_rejected", str(exc))
             continue
-        stamp(frame.hops, "worker_in")
+        frame.hops.append(["worker_in", received])
         if frame.stream_id in newest:
             worker.stats.count("frames_stale")  # superseded before it could be segmented
         newest[frame.stream_id] = frame

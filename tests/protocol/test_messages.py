@@ -176,6 +176,12 @@ def test_nan_and_inf_cubes_are_rejected(frame: CubeFrame) -> None:
             CubeFrame.from_parts(_bytes(frame_bad.to_parts()))
 
 
+def test_huge_but_finite_cube_is_not_mistaken_for_nan(frame: CubeFrame) -> None:
+    cube = np.full(frame.cube.shape, 3e38, np.float32)  # the float32 sum overflows; every value is finite
+    back = CubeFrame.from_parts(_bytes(CubeFrame(**{**frame.__dict__, "cube": cube}).to_parts()))
+    assert back.cube.max() == np.float32(3e38)
+
+
 def test_wavelength_and_rgb_mismatches_are_rejected(frame: CubeFrame) -> None:
     wl = frame.wavelengths_nm.copy()
     wl[3] = wl[2]
