@@ -26,6 +26,7 @@ class Pacer:
 
     def __init__(self, mode: str, fps: float, stop: threading.Event) -> None:
         self.mode, self.period, self.stop = mode, 1.0 / fps, stop
+        self.by_timestamps = mode == "recorded"  # then it needs the capture (its timestamp) before waiting
         self._start: float | None = None
         self._first_ts: int | None = None
         self._count = 0
@@ -67,6 +68,8 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
         captures = source.captures()
         try:
             while not stop.is_set() and (cfg.frames == 0 or frame_id < cfg.frames):
+                if not pacer.by_timestamps:
+                    pacer.wait(None)  # a camera captures at the tick, not a frame period early
                 capture = next(captures, None)
                 if capture is None:
                     log.info("source ended after %d frame(s)", frame_id)
@@ -74,12 +77,14 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
                 if isinstance(capture, SourceError):  # a bad file in a recording: skip it, keep going
                     stats.error("captures_rejected", str(capture))
                     continue
-                pacer.wait(capture.timestamp_ns)
+                if pacer.by_timestamps:
+                    pacer.wait(capture.timestamp_ns)
                 try:
                     frame = normalizer(capture, cfg.stream_id, frame_id, now_ns())
                     stats.count("nonfinite_replaced", frame.source.get("nonfinite_replaced", 0))
+                    ref = None if shm is None else shm.put(frame.cube).to_header()
                     stamp(frame.hops, "ingest_out")
-                    parts = frame.to_parts(None if shm is None else shm.put(frame.cube).to_header())
+                    parts = frame.to_parts(ref)
                 except (SourceError, ProtocolError) as exc:
                     stats.error("captures_rejected", str(exc))
                     continue

@@ -79,6 +79,7 @@ class ShmWriter:
             self._slot_bytes = -(-nbytes // 64) * 64
             name = f"samsa-{self.stream_id}-{os.getpid()}-{secrets.token_hex(3)}"
             self._shm = shared_memory.SharedMemory(name=name, create=True, size=self.slots * (self._slot_bytes + _HEADER))
+            np.frombuffer(self._shm.buf, dtype=np.uint8)[:] = 0  # fault every page in now, not on a live frame
             self._next = 0
         return self._shm
 
@@ -122,7 +123,9 @@ class ShmReader:
             try:
                 fd = os.open(os.path.join(SHM_DIR, ref.name), os.O_RDONLY)
                 try:
-                    ring = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+                    # MAP_POPULATE maps every page now: no page faults while a live frame is read.
+                    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+                    ring = mmap.mmap(fd, 0, flags=flags, prot=mmap.PROT_READ)
                 finally:
                     os.close(fd)
             except (OSError, ValueError) as exc:

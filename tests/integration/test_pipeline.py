@@ -160,3 +160,28 @@ def test_each_process_can_restart_without_the_others(node: LocalNode, tmp_path) 
     finally:
         console.close()
         display.close()
+
+
+def test_a_stalled_display_does_not_slow_the_others(node: LocalNode) -> None:
+    start_all(node)
+    console = console_for(node)
+    ctx, stalled = raw_socket(zmq.SUB, node.settings.endpoints.broadcast, bind=False)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")  # masks and overlays, never read
+    display = Display(node)
+    try:
+        click_object(node, console)
+        time.sleep(1.0)  # the stalled display's buffers fill up
+        before = status(console)["counters"].get("frames_processed", 0)
+        got = [m for m in display.masks(1000, timeout_s=3.0)]
+        after = status(console)["counters"].get("frames_processed", 0)
+        produced = after - before
+        assert produced >= 30, f"pipeline produced only {produced} results in 3 s"
+        seqs = [m.seq for m in got]
+        missed = sum(b - a - 1 for a, b in zip(seqs, seqs[1:]))
+        assert len(got) >= 0.8 * produced and missed <= 2, (len(got), produced, missed)
+    finally:
+        console.close()
+        display.close()
+        stalled.close()
+        ctx.term()
