@@ -137,7 +137,8 @@ class _Window:
         self.console, self.display = console, display
         self.object_id = 1
         self._shown_frame: int | None = None
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+        # GUI_NORMAL: no toolbar and no context menu, whose right-click would swallow negative clicks.
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         cv2.setMouseCallback(WINDOW, self._on_mouse)
 
     def _send(self, op: str, **fields: Any) -> None:
@@ -152,6 +153,7 @@ class _Window:
             log.info("%s ok: %d object(s)", op, len(reply.state.get("objects", [])))
 
     def _on_mouse(self, event: int, x: int, y: int, _flags: int, _param: Any) -> None:
+        log.debug("mouse event %d at (%d, %d)", event, x, y)
         if event in (cv2.EVENT_LBUTTONDOWN, cv2.EVENT_RBUTTONDOWN):
             self._send("click", object_id=self.object_id, x=float(x), y=float(y),
                        positive=event == cv2.EVENT_LBUTTONDOWN, frame_id=self.display.overlay_frame_id)
