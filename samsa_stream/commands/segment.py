@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..cli import common_options, setting_flag
+from .worker import engine_flags
 
 if TYPE_CHECKING:
     from ..protocol import CubeFrame
@@ -75,15 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 1). Repeatable; an object's first click must be positive")
     p.add_argument("--frame", type=int, default=0, help="frame index within INPUT (default 0)")
     p.add_argument("--out", type=Path, required=True, help="result file (.npz)")
-    setting_flag(p, "--engine", "worker.engine", "rgb, spectral, prompt or decoder")
-    setting_flag(p, "--checkpoint", "worker.checkpoint", "official SAM2/SAM2.1 checkpoint (.pt)")
-    setting_flag(p, "--sam2-config", "worker.sam2_config", "override the config chosen from the checkpoint")
-    setting_flag(p, "--random-weights", "worker.random_weights",
-                 "tests only: SAM2 with seeded random weights (masks are meaningless)", switch=True)
-    setting_flag(p, "--seed", "worker.seed", "seed of --random-weights (default 0)")
-    setting_flag(p, "--image-size", "worker.image_size", "SAM2 input size, a multiple of 32 (default 1024)")
-    setting_flag(p, "--device", "worker.device", "auto, cpu or cuda")
-    setting_flag(p, "--adapter", "worker.adapter", "decoder engine: fusion adapter weights")
+    engine_flags(p)
     setting_flag(p, "--reference-radius", "worker.spectral.reference_radius",
                  "clicked neighbourhood averaged into a reference spectrum (0 = the clicked pixel)")
     p.set_defaults(handler=_run)
