@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import platform
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -121,6 +122,15 @@ def main() -> None:
             if repeat >= args.warmup:
                 times[name].append((time.perf_counter() - start) * 1000)
     median = {name: round(statistics.median(v), 3) for name, v in times.items()}
+    memory: dict[str, float] = {}
+    if device.type == "cuda":  # peak device memory of one more run of each method, above what was held before it
+        for name in names:
+            torch.cuda.synchronize()
+            held = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            methods[name]()
+            torch.cuda.synchronize()
+            memory[name] = round((torch.cuda.max_memory_allocated(device) - held) / 2**20, 1)
     print(json.dumps({
         "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -131,6 +141,8 @@ def main() -> None:
         "ratio_to_bare": {name: round(median[name] / median["bare"], 3) for name in engines},
         "second_object_ratio_to_frame": {name: round(median[f"{name}_second_object"] / median[name], 3)
                                          for name in engines},
+        "cuda_peak_mib_above_held": memory or None,
+        "process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }, indent=2))
 
 
