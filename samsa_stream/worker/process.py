@@ -65,6 +65,8 @@ class Worker:
 
     # -- prompts -----------------------------------------------------------------------------
     def handle_prompt(self, request: PromptRequest) -> PromptReply:
+        if request.op == "status":  # a query creates no stream
+            return PromptReply(request.request_id, True, state=self.status())
         stream = self.streams.setdefault(request.stream_id, StreamState())
         try:
             if request.op == "click":
@@ -77,8 +79,6 @@ class Worker:
             elif request.op == "reset":
                 stream.book.reset()
                 stream.memory.clear()
-            elif request.op == "status":
-                return PromptReply(request.request_id, True, state=self.status())
         except (PromptError, SpectralError) as exc:
             self.stats.error("prompts_rejected", f"{request.op} on {request.stream_id}: {exc}")
             return PromptReply(request.request_id, False, error=str(exc), state=stream.book.state())

@@ -164,3 +164,10 @@ def test_registered_engine_missing_is_an_engine_error() -> None:
     finally:
         if saved is not None:
             BUILDERS["decoder"] = saved
+
+
+def test_status_query_creates_no_stream(settings: Settings) -> None:
+    worker = Worker(settings)
+    reply = worker.handle_prompt(PromptRequest("status", "nobody"))
+    assert reply.ok and reply.state["streams"] == {} and worker.streams == {}
+    assert "counters" in reply.state and reply.state["engine"] == "spectral"
