@@ -5,6 +5,7 @@ Needs Xvfb and xdotool (``apt-get install xvfb xdotool``); skipped where they ar
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -17,21 +18,24 @@ from tests.integration.conftest import console_for, status
 
 pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("xdotool")),
                                 reason="needs Xvfb and xdotool")
-SCREEN = ":87"
 
 
 @pytest.fixture
 def xserver() -> Iterator[str]:
-    proc = subprocess.Popen(["Xvfb", SCREEN, "-screen", "0", "800x600x24"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    yield SCREEN
-    proc.terminate()
-    proc.wait(5)
+    """A private virtual X display; Xvfb picks a free display number and reports it."""
+    proc = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "800x600x24"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        yield f":{proc.stdout.readline().strip()}"
+    finally:
+        proc.terminate()
+        proc.wait(5)
 
 
-def xdotool(*args: str) -> str:
-    return subprocess.run(["xdotool", *args], capture_output=True, text=True, env={"DISPLAY": SCREEN}).stdout
+def xdotool(display: str, *args: str) -> str:
+    return subprocess.run(["xdotool", *args], capture_output=True, text=True,
+                          env={**os.environ, "DISPLAY": display}).stdout
 
 
 def objects(console) -> list[dict]:
@@ -46,15 +50,15 @@ def test_mouse_and_keys_become_prompts(xserver: str, tmp_path) -> None:
         console = console_for(node)
         try:
             window: list[str] = []
-            assert wait_until(lambda: window.extend(xdotool("search", "--name", "samsa-stream").split()) or window,
+            assert wait_until(lambda: window.extend(xdotool(xserver, "search", "--name", "samsa-stream").split()) or window,
                               timeout=20, interval=0.5), "no viewer window"
             wid = window[-1]
             time.sleep(1.0)  # the first overlay is on screen
 
             def click(button: str, x: int, y: int) -> None:
-                xdotool("mousemove", "--window", wid, str(x), str(y))
+                xdotool(xserver, "mousemove", "--window", wid, str(x), str(y))
                 time.sleep(0.2)
-                xdotool("click", button)
+                xdotool(xserver, "click", button)
 
             click("1", 200, 170)  # the middle of the image area: a positive click on object 1
             assert wait_until(lambda: len(objects(console)) == 1, timeout=5)
@@ -64,15 +68,15 @@ def test_mouse_and_keys_become_prompts(xserver: str, tmp_path) -> None:
             assert first["positive"] and not second["positive"]
             h, w = node.settings.ingest.phantom.height, node.settings.ingest.phantom.width
             assert all(0 <= c["x"] < w and 0 <= c["y"] < h for c in (first, second))
-            xdotool("key", "--window", wid, "n")  # next clicks go to a new object
+            xdotool(xserver, "key", "--window", wid, "n")  # next clicks go to a new object
             time.sleep(0.3)
             click("1", 230, 200)
             assert wait_until(lambda: [o["id"] for o in objects(console)] == [1, 2], timeout=5), objects(console)
-            xdotool("key", "--window", wid, "u")  # undo: object 2's only click
+            xdotool(xserver, "key", "--window", wid, "u")  # undo: object 2's only click
             assert wait_until(lambda: [o["id"] for o in objects(console)] == [1], timeout=5)
-            xdotool("key", "--window", wid, "r")
+            xdotool(xserver, "key", "--window", wid, "r")
             assert wait_until(lambda: objects(console) == [], timeout=5)
-            xdotool("key", "--window", wid, "q")
+            xdotool(xserver, "key", "--window", wid, "q")
             assert node.wait("view", timeout=10) == 0
         finally:
             console.close()
