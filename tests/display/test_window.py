@@ -50,8 +50,12 @@ def test_mouse_and_keys_become_prompts(xserver: str, tmp_path) -> None:
         console = console_for(node)
         try:
             window: list[str] = []
-            assert wait_until(lambda: window.extend(xdotool(xserver, "search", "--name", "samsa-stream").split()) or window,
-                              timeout=20, interval=0.5), "no viewer window"
+
+            def window_open() -> bool:
+                window.extend(xdotool(xserver, "search", "--name", "samsa-stream").split())
+                return bool(window)
+
+            assert wait_until(window_open, timeout=20, interval=0.5), "no viewer window"
             wid = window[-1]
             time.sleep(1.0)  # the first overlay is on screen
 
