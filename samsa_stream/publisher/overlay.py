@@ -8,9 +8,13 @@ import numpy as np
 from ..protocol import ObjectMask
 
 
-def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.45) -> np.ndarray:
-    """uint8 (H, W, 3) RGB image: masks filled at ``alpha`` over ``rgb`` with a solid outline."""
+def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.45,
+                   notices: list[str] | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) RGB image: masks filled at ``alpha`` over ``rgb`` with a solid outline and
+    the object's label; ``notices`` (e.g. "masks are meaningless") in a red band along the top,
+    so even a screen that only shows the overlay image shows them."""
     out = rgb.copy()
+    scale = max(0.8, min(out.shape[:2]) / 480)  # text legible from a 120-pixel phantom to a 1080p frame
     for obj in objects:
         if not obj.mask.any():
             continue
@@ -19,7 +23,24 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
         out[obj.mask] = np.round(region * (1.0 - alpha) + colour * alpha).astype(np.uint8)
         contours, _ = cv2.findContours(obj.mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in obj.colour), 1)
+        ys, xs = np.nonzero(obj.mask)
+        _text(out, obj.label, (int(xs.min()), max(int(ys.min()) - 3, int(12 * scale))), obj.colour, scale)
+    band = int(16 * scale)
+    for row, notice in enumerate(notices or []):
+        top = row * band
+        out[top:top + band] = (160, 0, 0)
+        cv2.putText(out, notice, (2, top + int(12 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)
     return out
+
+
+def _text(image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[int, int, int], scale: float) -> None:
+    """``text`` in ``colour`` on a dark box, legible over any tissue."""
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale
+    (w, h), base = cv2.getTextSize(text, font, size, 1)
+    x, y = origin
+    cv2.rectangle(image, (x - 1, y - h - 2), (x + w + 1, y + base), (0, 0, 0), cv2.FILLED)
+    cv2.putText(image, text, (x, y), font, size, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
 
 
 def encode_image(rgb: np.ndarray, encoding: str, jpeg_quality: int = 90) -> bytes:

@@ -51,7 +51,7 @@ class Publisher:
                               hops=hops(), notices=result.notices)
         yield topic("mask", result.stream_id), masks.to_parts()
         if (self._results - 1) % self.settings.overlay_every == 0:
-            image = render_overlay(result.rgb, result.objects, self.settings.overlay_alpha)
+            image = render_overlay(result.rgb, result.objects, self.settings.overlay_alpha, result.notices)
             data = encode_image(image, self.settings.overlay_format, self.settings.jpeg_quality)
             overlay = OverlayImage(stream_id=result.stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
                                    encoding=self.settings.overlay_format, data=data, seq=self.seq, hops=hops())

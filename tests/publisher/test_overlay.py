@@ -1,0 +1,59 @@
+"""Overlay rendering and the publisher's message building, without sockets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from samsa_stream.protocol import MaskBroadcast, ObjectMask, OverlayImage, SegmentationResult
+from samsa_stream.publisher.overlay import decode_image, encode_image, render_overlay
+from samsa_stream.publisher.process import Publisher
+from samsa_stream.settings import load_settings
+
+
+def scene() -> tuple[np.ndarray, list[ObjectMask]]:
+    rgb = np.full((96, 128, 3), 100, np.uint8)
+    mask = np.zeros((96, 128), bool)
+    mask[40:70, 50:90] = True
+    return rgb, [ObjectMask(1, "liver", (255, 0, 0), mask, 0.9)]
+
+
+def test_mask_is_blended_in_its_colour_and_the_rest_left_alone() -> None:
+    rgb, objects = scene()
+    out = render_overlay(rgb, objects, alpha=0.5)
+    assert tuple(out[55, 70]) == (178, 50, 50)  # round(100 * 0.5 + colour * 0.5) inside
+    assert tuple(out[90, 5]) == (100, 100, 100)  # far from the mask and its label
+    assert (out[:10] == 100).all()  # no notices: no band
+
+
+def test_notices_get_a_red_band_on_top() -> None:
+    rgb, objects = scene()
+    out = render_overlay(rgb, objects, notices=["masks are meaningless", "second"])
+    red = (out[..., 0] >= 150) & (out[..., 1] <= 100)
+    band_rows = np.flatnonzero(red.mean(axis=1) > 0.5)
+    assert band_rows[0] == 0 and 16 <= band_rows.size <= 40  # two rows of text at this size
+    assert (out[band_rows[-1] + 2:band_rows[-1] + 6, 100:120] == 100).all()  # then the image again
+
+
+def test_overlay_round_trips_through_png_exactly() -> None:
+    rgb, objects = scene()
+    out = render_overlay(rgb, objects)
+    np.testing.assert_array_equal(decode_image(encode_image(out, "png")), out)
+
+
+def test_publisher_sends_masks_first_and_caches_per_topic() -> None:
+    rgb, objects = scene()
+    pub = Publisher(load_settings(overrides={"publisher": {"overlay_every": 2}}))
+    result = SegmentationResult("cam0", 7, 11, rgb, objects, "spectral", hops=[["ingest_out", 12]], notices=["n"])
+    first = list(pub.messages(result))
+    assert [t for t, _ in first] == [b"mask/cam0/", b"overlay/cam0/"]
+    masks = MaskBroadcast.from_parts([bytes(p) for p in first[0][1]])
+    assert masks.seq == 1 and masks.notices == ["n"] and [h[0] for h in masks.hops] == ["ingest_out", "publisher_out"]
+    np.testing.assert_array_equal(masks.objects[0].mask, objects[0].mask)
+    overlay = OverlayImage.from_parts([bytes(p) for p in first[1][1]])
+    assert overlay.seq == 1 and decode_image(overlay.data).shape == rgb.shape
+    second = list(pub.messages(result))
+    assert [t for t, _ in second] == [b"mask/cam0/"]  # overlay_every = 2
+    for t, parts in first + second:
+        pub.cache[t] = parts
+    assert len(pub.replay_cache(b"mask/cam0/")) == 1 and len(pub.replay_cache(b"")) == 2
+    assert pub.replay_cache(b"mask/cam1/") == []
