@@ -26,12 +26,29 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
         ys, xs = np.nonzero(obj.mask)
         _text(out, obj.label, (int(xs.min()), max(int(ys.min()) - 3, int(12 * scale))), obj.colour, scale)
     band = int(16 * scale)
-    for row, notice in enumerate(notices or []):
+    lines = [line for notice in notices or [] for line in _wrap(notice, out.shape[1] - 4, 0.4 * scale)]
+    room = max(2, out.shape[0] // (4 * band))  # about a quarter of the image; the full text is in the mask messages
+    if len(lines) > room:
+        lines = [*lines[:room - 1], lines[room - 1] + " ..."]
+    for row, line in enumerate(lines):
         top = row * band
-        out[top:top + band] = (160, 0, 0)
-        cv2.putText(out, notice, (2, top + int(12 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 255, 255), 1,
+        # Translucent, so the tissue under a notice stays visible.
+        out[top:top + band] = (out[top:top + band] * 0.35 + np.array([160.0, 0.0, 0.0]) * 0.65).astype(np.uint8)
+        cv2.putText(out, line, (2, top + int(12 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 255, 255), 1,
                     cv2.LINE_AA)
     return out
+
+
+def _wrap(text: str, width: int, size: float) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a longer word stands alone)."""
+    lines: list[str] = []
+    for word in text.split():
+        trial = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, size, 1)[0][0] <= width:
+            lines[-1] = trial
+        else:
+            lines.append(word)
+    return lines
 
 
 def _text(image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[int, int, int], scale: float) -> None:

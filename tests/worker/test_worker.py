@@ -143,7 +143,7 @@ def test_unreadable_state_file_starts_empty_and_says_so(tmp_path) -> None:
 def test_sam2_engine_without_checkpoint_falls_back_with_a_notice() -> None:
     engine = make_engine(load_settings(overrides={"worker": {"engine": "rgb"}}).worker)
     assert engine.name == "spectral"
-    assert any("needs a SAM2 checkpoint" in n for n in engine.notices)
+    assert any(n.startswith("spectral engine only") and "needs a SAM2 checkpoint" in n for n in engine.notices)
 
 
 def test_unknown_engine_is_a_settings_error() -> None:

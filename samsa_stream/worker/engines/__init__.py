@@ -47,8 +47,8 @@ def make_engine(settings: WorkerSettings) -> Engine:
     name = settings.engine
     notice = None
     if name != "spectral" and settings.checkpoint is None and not settings.random_weights:
-        notice = (f"engine {name!r} needs a SAM2 checkpoint (worker.checkpoint) and none is configured: "
-                  "running the spectral engine, which needs no weights")
+        notice = (f"spectral engine only: engine {name!r} needs a SAM2 checkpoint (worker.checkpoint) and none "
+                  "is configured")
         log.warning(notice)
         name = "spectral"
     if name not in BUILDERS:

@@ -85,7 +85,8 @@ class Sam2Engine(Engine):
         self._frames: OrderedDict[str, Sam2Context] = OrderedDict()
         loaded = runner.loaded
         if loaded.random_weights:
-            self.notices = (*self.notices, f"SAM2 {loaded.variant.name} has {loaded.source}: masks are meaningless "
+            # The verdict first: a small overlay may show only the start of a notice.
+            self.notices = (*self.notices, f"masks are meaningless: SAM2 {loaded.variant.name} has {loaded.source} "
                                            "(tests only; set worker.checkpoint to an official checkpoint)")
 
     @classmethod
