@@ -171,3 +171,15 @@ def test_status_query_creates_no_stream(settings: Settings) -> None:
     reply = worker.handle_prompt(PromptRequest("status", "nobody"))
     assert reply.ok and reply.state["streams"] == {} and worker.streams == {}
     assert "counters" in reply.state and reply.state["engine"] == "spectral"
+
+
+def test_a_prompt_change_on_the_same_frame_reuses_its_spectra(settings: Settings) -> None:
+    cam, frames = phantom_frames(count=2)
+    worker = Worker(settings)
+    worker.accept(frames[0])
+    click(worker, 1, *cam.centre(0, 0))
+    first = worker.engine.prepare(frames[0])
+    click(worker, 2, *cam.centre(1, 0))
+    assert worker.engine.prepare(frames[0]) is first  # same frame: no second pass over the cube
+    worker.accept(frames[1])
+    assert worker.engine.prepare(frames[1]) is not first

@@ -63,9 +63,14 @@ class SpectralEngine(Engine):
     def __init__(self, settings: SpectralEngineSettings, click_window: int = 4) -> None:
         self.settings = settings
         self.click_window = click_window
+        self._last: dict[str, SpectralContext] = {}  # per stream: the newest prepared frame
 
     def prepare(self, frame: CubeFrame) -> SpectralContext:
-        return SpectralContext(frame=frame, spectra=PixelSpectra.of(frame.cube))
+        """The frame's spectra and norms; a prompt change on the same frame reuses them."""
+        cached = self._last.get(frame.stream_id)
+        if cached is None or cached.frame is not frame:
+            cached = self._last[frame.stream_id] = SpectralContext(frame=frame, spectra=PixelSpectra.of(frame.cube))
+        return cached
 
     def similarity(self, ctx: SpectralContext, obj: TrackedObject) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(similarity, angle to the nearest positive, angle to the nearest negative or None) on this frame."""
