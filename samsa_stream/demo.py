@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import zmq
 
-from .display.console import PromptConsole, PromptTimeout
+from .display.console import PromptConsole
 from .ingest.sources.phantom import PhantomCamera
 from .node import LocalNode, wait_until
 from .protocol import MaskBroadcast, ProtocolError, topic
@@ -92,7 +92,7 @@ def run_demo(frames: int, out: Path, overrides: dict[str, Any] | None = None, tr
         console = PromptConsole(settings, stream)
         watch = SocketFactory(settings)
         try:
-            if not wait_until(lambda: _worker_answers(console), timeout=20.0, interval=0.2):
+            if not wait_until(console.answers, timeout=20.0, interval=0.2):
                 raise DemoError(f"worker did not come up:\n{_tail(node, 'worker')}")
             sub = watch.socket("broadcast_in", subscribe=topic("mask", stream))
             node.start("ingest")
@@ -109,13 +109,6 @@ def run_demo(frames: int, out: Path, overrides: dict[str, Any] | None = None, tr
     summary["wall_time_s"] = round(time.monotonic() - started, 2)
     write_json_atomic(out / "summary.json", summary)
     return summary
-
-
-def _worker_answers(console: PromptConsole) -> bool:
-    try:
-        return console.request("status", timeout_ms=500).ok
-    except PromptTimeout:
-        return False
 
 
 def _follow(node: LocalNode, console: PromptConsole, sub: zmq.Socket, phantom: PhantomCamera, frames: int,

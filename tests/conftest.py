@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
+from samsa_stream.demo import iou  # noqa: F401  (tests import it from here)
 from samsa_stream.ingest.normalize import Normalizer
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.protocol import CubeFrame
@@ -33,8 +33,3 @@ def phantom_frames(bands: int = 32, height: int = 60, width: int = 80, count: in
     norm = Normalizer(IngestSettings())
     frames = [norm(cam.render(k), stream_id, k, 1_000_000 * k) for k in range(start, start + count)]
     return cam, frames
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0

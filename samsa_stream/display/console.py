@@ -52,6 +52,13 @@ class PromptConsole:
                 return reply  # earlier replies to timed-out requests are skipped
         raise PromptTimeout(f"no reply from the worker at {self.settings.endpoints.prompts} within {timeout_ms} ms")
 
+    def answers(self, timeout_ms: int = 500) -> bool:
+        """Whether the worker replies to a status request within ``timeout_ms``."""
+        try:
+            return self.request("status", timeout_ms=timeout_ms).ok
+        except PromptTimeout:
+            return False
+
     def click(self, object_id: int, x: float, y: float, positive: bool = True, frame_id: int | None = None,
               label: str | None = None) -> PromptReply:
         return self.request("click", object_id=object_id, x=x, y=y, positive=positive, frame_id=frame_id, label=label)

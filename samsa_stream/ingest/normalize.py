@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..protocol import CubeFrame
+from ..protocol.messages import count_nonfinite
 from ..settings import IngestSettings, WavelengthGrid
 from ..spectral.pseudo_rgb import PROJECTIONS, choose_projection, render_pseudo_rgb
 from ..spectral.resample import interpolation_matrix
@@ -43,13 +44,10 @@ def grid_wavelengths(grid: WavelengthGrid) -> np.ndarray:
 
 def replace_nonfinite(cube: np.ndarray) -> tuple[np.ndarray, int]:
     """(cube with NaN/inf set to 0, how many were replaced); the input is returned as is when all are finite."""
-    # One sum is far cheaper than a full isfinite pass and proves the cube clean unless it holds NaN/inf
-    # (or overflows, which the full pass below then sorts out).
-    if np.isfinite(np.add.reduce(cube, axis=None)):
+    bad = count_nonfinite(cube)
+    if not bad:
         return cube, 0
-    finite = np.isfinite(cube)
-    bad = int(cube.size - np.count_nonzero(finite))
-    return (np.where(finite, cube, cube.dtype.type(0)) if bad else cube), bad
+    return np.where(np.isfinite(cube), cube, cube.dtype.type(0)), bad
 
 
 def bin_pixels(cube: np.ndarray, factor: int, where: str) -> np.ndarray:

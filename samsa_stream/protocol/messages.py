@@ -64,14 +64,20 @@ def check_cube(cube: np.ndarray, wavelengths_nm: np.ndarray, rgb: np.ndarray, la
         raise ProtocolError(f"{what}: rgb must be uint8 {h}x{w}x3, got {rgb.dtype} {rgb.shape}")
     if labels is not None and labels.shape != (h, w):
         raise ProtocolError(f"{what}: label map must be {h}x{w}, got {labels.shape}")
+    bad = count_nonfinite(cube)
+    if bad:
+        raise ProtocolError(f"{what}: cube has {bad} NaN/inf value(s)")
+
+
+def count_nonfinite(cube: np.ndarray) -> int:
+    """How many NaN/inf values ``cube`` holds."""
     # One float32 sum is far cheaper than a full isfinite pass and is NaN/inf whenever the cube has one;
     # only then (or if the sum overflowed) is every value checked.
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         total = np.add.reduce(cube, axis=None, dtype=np.float32)
-    if not np.isfinite(total):
-        bad = int(cube.size - np.count_nonzero(np.isfinite(cube)))
-        if bad:
-            raise ProtocolError(f"{what}: cube has {bad} NaN/inf value(s)")
+    if np.isfinite(total):
+        return 0
+    return int(cube.size - np.count_nonzero(np.isfinite(cube)))
 
 
 @dataclass

@@ -59,15 +59,8 @@ def start_all(node: LocalNode, *names: str) -> None:
 
 def console_for(node: LocalNode) -> PromptConsole:
     console = PromptConsole(node.settings, "cam0")
-    assert wait_until(lambda: _answers(console), timeout=20, interval=0.2), "worker did not answer"
+    assert wait_until(console.answers, timeout=20, interval=0.2), "worker did not answer"
     return console
-
-
-def _answers(console: PromptConsole) -> bool:
-    try:
-        return console.request("status", timeout_ms=500).ok
-    except TimeoutError:
-        return False
 
 
 def phantom(node: LocalNode) -> PhantomCamera:
