@@ -23,11 +23,12 @@ from .node import LocalNode, wait_until
 from .protocol import MaskBroadcast, ProtocolError, topic
 from .runtime import write_json_atomic
 from .transport import SocketFactory
+from .errors import SamsaError
 
 log = logging.getLogger(__name__)
 
 
-class DemoError(RuntimeError):
+class DemoError(SamsaError, RuntimeError):
     """A demo process failed; the message carries the end of its log."""
 
 

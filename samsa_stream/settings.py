@@ -14,13 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from .errors import SamsaError
 
 CONFIG_ENV = "SAMSA_CONFIG"
 _config_file: ContextVar[Path | None] = ContextVar("samsa_config_file", default=None)
 _ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
-class SettingsError(ValueError):
+class SettingsError(SamsaError, ValueError):
     """Invalid settings; the message names every offending field."""
 
 

@@ -6,12 +6,13 @@ import itertools
 
 import zmq
 
-from ..protocol import PromptReply, PromptRequest, ProtocolError
+from ..protocol import PROMPTS, PromptReply, ProtocolError, StreamPrompt
 from ..settings import Settings
 from ..transport import SocketFactory
+from ..errors import SamsaError
 
 
-class PromptTimeout(TimeoutError):
+class PromptTimeout(SamsaError, TimeoutError):
     """The worker did not answer in time (down, restarting or unreachable)."""
 
 
@@ -28,8 +29,12 @@ class PromptConsole:
 
     def request(self, op: str, timeout_ms: int | None = None, **fields: object) -> PromptReply:
         """Send one request and return the worker's reply (``ok`` False with ``error`` when it refused)."""
-        req = PromptRequest(op=op, stream_id=fields.pop("stream_id", self.stream_id), request_id=next(self._ids),
-                            **fields)  # type: ignore[arg-type]
+        kind = PROMPTS.get(op)
+        if kind is None:
+            raise ProtocolError(f"unknown prompt op {op!r} (expected one of {', '.join(PROMPTS)})")
+        if issubclass(kind, StreamPrompt):
+            fields.setdefault("stream_id", self.stream_id)
+        req = kind(request_id=next(self._ids), **fields)
         timeout_ms = timeout_ms or self.settings.sockets.reply_timeout_ms
         self.sock.setsockopt(zmq.SNDTIMEO, timeout_ms)  # wait for the connection, not forever
         try:

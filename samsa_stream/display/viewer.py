@@ -19,7 +19,7 @@ import numpy as np
 import zmq
 
 from ..protocol import MaskBroadcast, OverlayImage, ProtocolError, now_ns, topic
-from ..publisher.overlay import decode_image
+from ..protocol import decode_image
 from ..runtime import ProcessStats
 from ..settings import Settings
 from ..transport import SocketFactory

@@ -7,6 +7,7 @@ so a sender can hand numpy buffers to ZeroMQ without copying. See docs/protocol.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -14,15 +15,18 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from ..errors import ProtocolError
+
 PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
+MAX_ARRAYS = 256
+# Integers on the wire are signed 64-bit (clients in languages without them read them as doubles, exact below 2**53).
+INT64_MAX = 2**63 - 1
 
 # Wire dtypes: little-endian (or byte-sized) only, so any client can read them without guessing.
 WIRE_DTYPES = frozenset({"|u1", "|i1", "|b1", "<u2", "<i2", "<u4", "<i4", "<f2", "<f4", "<f8", "<i8", "<u8"})
 
 
-class ProtocolError(ValueError):
-    """A message that does not follow docs/protocol.md; the text says what is wrong."""
 
 
 def now_ns() -> int:
@@ -76,7 +80,7 @@ def decode(parts: Sequence[Any], expect_type: str | Sequence[str] | None = None)
     if not isinstance(header, dict):
         raise ProtocolError(f"header must be a msgpack map, got {type(header).__name__}")
     version = header.get("v")
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {version!r} is not supported (this node speaks v{PROTOCOL_VERSION})")
     kind = header.get("type")
     if expect_type is not None:
@@ -86,11 +90,15 @@ def decode(parts: Sequence[Any], expect_type: str | Sequence[str] | None = None)
     specs = header.get("arrays", [])
     if not isinstance(specs, list):
         raise ProtocolError("header field 'arrays' must be a list")
+    if len(specs) > MAX_ARRAYS:
+        raise ProtocolError(f"header declares {len(specs)} arrays, more than the {MAX_ARRAYS} allowed")
     if len(specs) != len(parts) - 1:
         raise ProtocolError(f"header declares {len(specs)} array part(s) but the message has {len(parts) - 1} (truncated or padded message)")
     arrays: dict[str, np.ndarray] = {}
     for spec, part in zip(specs, parts[1:]):
         arrays_name, array = _decode_array(spec, _as_buffer(part))
+        if arrays_name in arrays:
+            raise ProtocolError(f"array {arrays_name!r} appears twice in the message")
         arrays[arrays_name] = array
     return header, arrays
 
@@ -99,12 +107,15 @@ def _decode_array(spec: Any, buffer: memoryview) -> tuple[str, np.ndarray]:
     if not isinstance(spec, dict) or not {"name", "dtype", "shape"} <= spec.keys():
         raise ProtocolError(f"array spec {spec!r} must have name, dtype and shape")
     name, dtype, shape = spec["name"], spec["dtype"], spec["shape"]
-    if dtype not in WIRE_DTYPES:
+    if not isinstance(name, str):
+        raise ProtocolError(f"array name {name!r} must be a string")
+    if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
         raise ProtocolError(f"array {name!r}: dtype {dtype!r} is not a wire dtype {sorted(WIRE_DTYPES)}")
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ProtocolError(f"array {name!r}: shape {shape!r} must be a list of non-negative integers")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(
+            isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= INT64_MAX for n in shape):
+        raise ProtocolError(f"array {name!r}: shape {shape!r} must be a list of at most 8 non-negative integers")
     dt = np.dtype(dtype)
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    expected = math.prod(shape) * dt.itemsize  # exact: a huge shape cannot wrap around to a small size
     if len(buffer) != expected:
         raise ProtocolError(f"array {name!r}: {len(buffer)} bytes, expected {expected} for {dtype} {tuple(shape)}")
     array = np.frombuffer(buffer, dtype=dt).reshape(shape)

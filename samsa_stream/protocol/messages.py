@@ -1,35 +1,28 @@
 """The message model: what the bytes mean. Transport (sockets, topics) lives elsewhere.
 
 Each message converts to and from the codec's (header, arrays) pair; ``from_parts``
-validates everything a receiver relies on and raises ProtocolError naming the problem.
+validates every field a receiver relies on (type and range) and raises ProtocolError
+naming the problem, so no malformed message gets further than its decoder.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import msgpack
 import numpy as np
 
-from .codec import ProtocolError, decode, encode
+from ..errors import ProtocolError
+from . import fields as f
+from .codec import INT64_MAX, decode, encode
 from .masks import rle_decode, rle_encode
 
 CUBE_DTYPES = (np.dtype("<f4"), np.dtype("<f2"))
-PROMPT_OPS = ("click", "undo", "remove", "reset", "state", "status")
-
-
-_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false", (int, float): "a number"}
-
-
-def _field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
-    if name not in header:
-        raise ProtocolError(f"{what}: header field {name!r} is missing")
-    value = header[name]
-    wrong_bool = isinstance(value, bool) and kind is not bool  # bool is an int subclass in Python
-    if wrong_bool or not isinstance(value, kind):
-        raise ProtocolError(f"{what}: header field {name!r} must be {_KIND_NAMES.get(kind, kind)}, got {value!r}")
-    return value
+MAX_SIDE = 32768  # pixels per image side a receiver accepts
+MAX_PIXELS = 1 << 28
+MAX_OBJECT_ID = 2**31 - 1
 
 
 def _array(arrays: dict[str, np.ndarray], name: str, what: str) -> np.ndarray:
@@ -39,13 +32,14 @@ def _array(arrays: dict[str, np.ndarray], name: str, what: str) -> np.ndarray:
 
 
 def _stream_fields(header: dict[str, Any], what: str) -> tuple[str, int, int, list[list[Any]]]:
-    stream_id = _field(header, "stream", str, what)
-    frame_id = _field(header, "frame_id", int, what)
-    capture_ns = _field(header, "capture_ns", int, what)
-    hops = header.get("hops", [])
-    if not isinstance(hops, list) or not all(isinstance(h, list) and len(h) == 2 for h in hops):
-        raise ProtocolError(f"{what}: 'hops' must be a list of [name, ns] pairs")
-    return stream_id, frame_id, capture_ns, hops
+    return (f.stream(header, what), f.integer(header, "frame_id", what), f.integer(header, "capture_ns", what),
+            f.hops(header, what))
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE and h * w <= MAX_PIXELS):
+        raise ProtocolError(f"{what}: image size {h} x {w} is outside 1..{MAX_SIDE} per side "
+                            f"(at most {MAX_PIXELS} pixels)")
 
 
 def check_cube(cube: np.ndarray, wavelengths_nm: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None = None,
@@ -56,14 +50,16 @@ def check_cube(cube: np.ndarray, wavelengths_nm: np.ndarray, rgb: np.ndarray, la
     if cube.dtype not in CUBE_DTYPES:
         raise ProtocolError(f"{what}: cube dtype must be float32 or float16, got {cube.dtype}")
     h, w, b = cube.shape
+    if wavelengths_nm.dtype.kind != "f":
+        raise ProtocolError(f"{what}: wavelengths must be floating point (nm), got {wavelengths_nm.dtype}")
     if wavelengths_nm.shape != (b,):
         raise ProtocolError(f"{what}: {wavelengths_nm.shape[0] if wavelengths_nm.ndim == 1 else wavelengths_nm.shape} wavelengths for {b} bands")
     if not np.all(np.isfinite(wavelengths_nm)) or (b > 1 and not np.all(np.diff(wavelengths_nm) > 0)):
         raise ProtocolError(f"{what}: wavelengths must be finite and strictly increasing")
     if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
         raise ProtocolError(f"{what}: rgb must be uint8 {h}x{w}x3, got {rgb.dtype} {rgb.shape}")
-    if labels is not None and labels.shape != (h, w):
-        raise ProtocolError(f"{what}: label map must be {h}x{w}, got {labels.shape}")
+    if labels is not None and (labels.shape != (h, w) or labels.dtype.kind not in "iu"):
+        raise ProtocolError(f"{what}: label map must be an integer {h}x{w} array, got {labels.dtype} {labels.shape}")
     bad = count_nonfinite(cube)
     if bad:
         raise ProtocolError(f"{what}: cube has {bad} NaN/inf value(s)")
@@ -118,11 +114,11 @@ class CubeFrame:
         return encode(header, arrays)
 
     @classmethod
-    def from_parts(cls, parts: list[Any], resolve_cube: Callable[[Any], np.ndarray] | None = None) -> "CubeFrame":
+    def from_parts(cls, parts: list[Any], resolve_cube: Callable[[dict[str, Any]], np.ndarray] | None = None) -> "CubeFrame":
         """Decode and validate; ``resolve_cube`` maps a shared-memory ``cube_ref`` to the cube."""
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "frame")
-        cube_ref = header.get("cube_ref")
+        cube_ref = f.mapping(header, "cube_ref", "frame", default=None) if header.get("cube_ref") is not None else None
         if cube_ref is None:
             cube = _array(arrays, "cube", "frame")
         elif resolve_cube is None:
@@ -131,76 +127,194 @@ class CubeFrame:
             cube = resolve_cube(cube_ref)
         frame = cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns,
                     cube=cube, wavelengths_nm=_array(arrays, "wavelengths_nm", "frame"),
-                    rgb=_array(arrays, "rgb", "frame"), calibration=str(header.get("calibration", "reflectance")),
-                    source=header.get("source") if isinstance(header.get("source"), dict) else {},
+                    rgb=_array(arrays, "rgb", "frame"),
+                    calibration=f.text(header, "calibration", "frame", default="reflectance", max_len=64),
+                    source=f.mapping(header, "source", "frame", default={}),
                     labels=arrays.get("labels"), hops=hops, cube_ref=cube_ref)
         return frame.validate()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PromptRequest:
-    """A console's request to the worker: a click, an undo, a removal, a reset or a query."""
+    """A console's request to the worker; one subclass per op (``OP``), each with only its own fields."""
 
     TYPE: ClassVar[str] = "prompt"
-    op: str
-    stream_id: str
+    OP: ClassVar[str] = ""
     request_id: int = 0
+
+    def header(self) -> dict[str, Any]:
+        return {"type": self.TYPE, "op": self.OP, "request_id": self.request_id}
+
+    def to_parts(self) -> list[Any]:
+        return encode({k: v for k, v in self.header().items() if v is not None})
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+        return cls(request_id=request_id)
+
+    @classmethod
+    def from_parts(cls, parts: list[Any]) -> "PromptRequest":
+        """Any prompt request, as the subclass its ``op`` names (see ``decode_prompt``)."""
+        request = decode_prompt(parts)
+        if not isinstance(request, cls):
+            raise ProtocolError(f"prompt: op {request.OP!r} where {cls.OP!r} was expected", request.request_id)
+        return request
+
+
+@dataclass(kw_only=True)
+class StatusPrompt(PromptRequest):
+    """The worker's counters, latencies and per-stream state; names no stream."""
+
+    OP: ClassVar[str] = "status"
+
+
+@dataclass(kw_only=True)
+class StreamPrompt(PromptRequest):
+    """A request about one stream."""
+
+    stream_id: str
+
+    def header(self) -> dict[str, Any]:
+        return {**super().header(), "stream": self.stream_id}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+        return cls(request_id=request_id, stream_id=f.stream(header, "prompt"))
+
+
+@dataclass(kw_only=True)
+class StatePrompt(StreamPrompt):
+    """The stream's prompt state (read only: it never creates a stream)."""
+
+    OP: ClassVar[str] = "state"
+
+
+@dataclass(kw_only=True)
+class ResetPrompt(StreamPrompt):
+    """Delete every object of the stream."""
+
+    OP: ClassVar[str] = "reset"
+
+
+@dataclass(kw_only=True)
+class UndoPrompt(StreamPrompt):
+    """Remove the last click (of ``object_id`` when given)."""
+
+    OP: ClassVar[str] = "undo"
     object_id: int | None = None
-    x: float | None = None  # column, original image pixels
-    y: float | None = None  # row
+
+    def header(self) -> dict[str, Any]:
+        return {**super().header(), "object_id": self.object_id}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+        return cls(request_id=request_id, stream_id=f.stream(header, "prompt"),
+                   object_id=f.integer(header, "object_id", "prompt", lo=1, hi=MAX_OBJECT_ID, default=None))
+
+
+@dataclass(kw_only=True)
+class RemovePrompt(StreamPrompt):
+    """Delete one object."""
+
+    OP: ClassVar[str] = "remove"
+    object_id: int
+
+    def header(self) -> dict[str, Any]:
+        return {**super().header(), "object_id": self.object_id}
+
+    @classmethod
+    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+        if "object_id" not in header:
+            raise ProtocolError("prompt: remove needs object_id", request_id)
+        return cls(request_id=request_id, stream_id=f.stream(header, "prompt"),
+                   object_id=f.integer(header, "object_id", "prompt", lo=1, hi=MAX_OBJECT_ID))
+
+
+@dataclass(kw_only=True)
+class ClickPrompt(StreamPrompt):
+    """A positive or negative click on object ``object_id`` (a new id creates the object)."""
+
+    OP: ClassVar[str] = "click"
+    object_id: int
+    x: float  # column, original image pixels
+    y: float  # row
     positive: bool = True
     frame_id: int | None = None  # frame the user clicked on (defaults to the latest)
     label: str | None = None  # object name shown on displays
 
-    def to_parts(self) -> list[Any]:
-        header = {k: v for k, v in {
-            "type": self.TYPE, "op": self.op, "stream": self.stream_id, "request_id": self.request_id,
-            "object_id": self.object_id, "x": self.x, "y": self.y, "positive": self.positive,
-            "frame_id": self.frame_id, "label": self.label}.items() if v is not None}
-        return encode(header)
+    def header(self) -> dict[str, Any]:
+        return {**super().header(), "object_id": self.object_id, "x": self.x, "y": self.y, "positive": self.positive,
+                "frame_id": self.frame_id, "label": self.label}
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "PromptRequest":
-        header, _ = decode(parts, cls.TYPE)
-        op = _field(header, "op", str, "prompt")
-        if op not in PROMPT_OPS:
+    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+        missing = [n for n in ("object_id", "x", "y") if n not in header]
+        if missing:
+            raise ProtocolError(f"prompt: click needs {', '.join(missing)}", request_id)
+        return cls(request_id=request_id, stream_id=f.stream(header, "prompt"),
+                   object_id=f.integer(header, "object_id", "prompt", lo=1, hi=MAX_OBJECT_ID),
+                   x=f.number(header, "x", "prompt"), y=f.number(header, "y", "prompt"),
+                   positive=f.boolean(header, "positive", "prompt", default=True),
+                   frame_id=f.integer(header, "frame_id", "prompt", default=None),
+                   label=f.text(header, "label", "prompt", default=None, max_len=128))
+
+
+PROMPTS: dict[str, type[PromptRequest]] = {
+    cls.OP: cls for cls in (ClickPrompt, UndoPrompt, RemovePrompt, ResetPrompt, StatePrompt, StatusPrompt)}
+PROMPT_OPS = tuple(PROMPTS)
+
+
+def _readable_request_id(parts: list[Any]) -> int | None:
+    """The request id of a prompt that failed to decode, when its header can still be read."""
+    try:
+        header = msgpack.unpackb(bytes(getattr(parts[0], "buffer", parts[0])), raw=False)
+    except Exception:  # unreadable header: there is no id to echo
+        return None
+    value = header.get("request_id") if isinstance(header, dict) else None
+    return value if type(value) is int and 0 <= value <= INT64_MAX else None
+
+
+def decode_prompt(parts: list[Any]) -> PromptRequest:
+    """A prompt request as the subclass its ``op`` names.
+
+    Raises ProtocolError naming the problem; its ``request_id`` carries the request's id
+    whenever that could be read, so the error reply reaches the waiting console."""
+    try:
+        header, _ = decode(parts, PromptRequest.TYPE)
+        request_id = f.integer(header, "request_id", "prompt", default=0)
+        op = f.text(header, "op", "prompt", max_len=32)
+        kind = PROMPTS.get(op)
+        if kind is None:
             raise ProtocolError(f"prompt: unknown op {op!r} (expected one of {', '.join(PROMPT_OPS)})")
-        req = cls(op=op, stream_id=_field(header, "stream", str, "prompt"),
-                  request_id=header.get("request_id", 0) if isinstance(header.get("request_id", 0), int) else 0)
-        for name, kind in (("object_id", int), ("frame_id", int), ("label", str), ("positive", bool)):
-            if name in header:
-                setattr(req, name, _field(header, name, kind, "prompt"))
-        for name in ("x", "y"):
-            if name in header:
-                value = _field(header, name, (int, float), "prompt")
-                if isinstance(value, bool) or not np.isfinite(value):
-                    raise ProtocolError(f"prompt: {name} must be a finite number, got {value!r}")
-                setattr(req, name, float(value))
-        if op == "click":
-            missing = [n for n in ("object_id", "x", "y") if getattr(req, n) is None]
-            if missing:
-                raise ProtocolError(f"prompt: click needs {', '.join(missing)}")
-        if op == "remove" and req.object_id is None:
-            raise ProtocolError("prompt: remove needs object_id")
-        return req
+        return kind.from_header(header, request_id)
+    except ProtocolError as exc:
+        if exc.request_id is None and parts:
+            exc.request_id = _readable_request_id(parts)
+        raise
 
 
 @dataclass
 class PromptReply:
+    """The worker's answer to one request: applied or not, why not, and the resulting state."""
+
     TYPE: ClassVar[str] = "prompt_reply"
     request_id: int
     ok: bool
     error: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # applied, but something the operator must know
 
     def to_parts(self) -> list[Any]:
-        return encode({"type": self.TYPE, "request_id": self.request_id, "ok": self.ok, "error": self.error, "state": self.state})
+        return encode({"type": self.TYPE, "request_id": self.request_id, "ok": self.ok, "error": self.error,
+                       "state": self.state, "warnings": self.warnings})
 
     @classmethod
     def from_parts(cls, parts: list[Any]) -> "PromptReply":
         header, _ = decode(parts, cls.TYPE)
-        return cls(request_id=header.get("request_id", 0), ok=bool(_field(header, "ok", bool, "prompt reply")),
-                   error=header.get("error"), state=header.get("state") or {})
+        what = "prompt reply"
+        return cls(request_id=f.integer(header, "request_id", what), ok=f.boolean(header, "ok", what),
+                   error=f.text(header, "error", what, default=None), state=f.mapping(header, "state", what, default={}),
+                   warnings=f.texts(header, "warnings", what, default=[]))
 
 
 @dataclass
@@ -221,15 +335,24 @@ class ObjectMask:
 
 
 def _object_meta(header: dict[str, Any], what: str) -> list[dict[str, Any]]:
-    objects = header.get("objects", [])
-    if not isinstance(objects, list) or not all(isinstance(o, dict) and isinstance(o.get("id"), int) for o in objects):
-        raise ProtocolError(f"{what}: 'objects' must be a list of maps with an integer 'id'")
-    return objects
+    """The ``objects`` list, each entry checked: integer id, string label, [R, G, B] colour, finite score."""
+    metas = []
+    for i, meta in enumerate(f.items(header, "objects", what, default=[])):
+        where = f"{what}: objects[{i}]"
+        if not isinstance(meta, dict):
+            raise ProtocolError(f"{where} must be a map, got {meta!r:.80}")
+        colour = meta.get("colour", [255, 0, 0])
+        if not (isinstance(colour, list) and len(colour) == 3 and all(type(c) is int and 0 <= c <= 255 for c in colour)):
+            raise ProtocolError(f"{where}: 'colour' must be [R, G, B] with integers 0-255, got {colour!r:.80}")
+        metas.append({"id": f.integer(meta, "id", where, lo=1, hi=MAX_OBJECT_ID),
+                      "label": f.text(meta, "label", where, default="", max_len=128), "colour": tuple(colour),
+                      "score": f.number(meta, "score", where, default=0.0)})
+    return metas
 
 
 def _objects_from_meta(metas: list[dict[str, Any]], masks: list[np.ndarray]) -> list[ObjectMask]:
-    return [ObjectMask(object_id=m["id"], label=str(m.get("label", "")), colour=tuple(m.get("colour", (255, 0, 0))),
-                       mask=mask, score=float(m.get("score", 0.0))) for m, mask in zip(metas, masks)]
+    return [ObjectMask(object_id=m["id"], label=m["label"], colour=m["colour"], mask=mask, score=m["score"])
+            for m, mask in zip(metas, masks)]
 
 
 @dataclass
@@ -263,11 +386,15 @@ class SegmentationResult:
         metas = _object_meta(header, "result")
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ProtocolError(f"result: rgb must be uint8 H x W x 3, got {rgb.dtype} {rgb.shape}")
-        if masks.shape != (len(metas), *rgb.shape[:2]):
-            raise ProtocolError(f"result: masks shape {masks.shape} does not match {len(metas)} object(s) on {rgb.shape[:2]}")
+        _check_size(rgb.shape[0], rgb.shape[1], "result")
+        if masks.shape != (len(metas), *rgb.shape[:2]) or masks.dtype != np.uint8:
+            raise ProtocolError(f"result: masks {masks.dtype} {masks.shape} do not match {len(metas)} object(s) on "
+                                f"{rgb.shape[:2]} (uint8 expected)")
         return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, rgb=rgb,
-                   objects=_objects_from_meta(metas, [m.astype(bool) for m in masks]), engine=str(header.get("engine", "")),
-                   hops=hops, notices=list(header.get("notices", [])), stats=dict(header.get("stats", {})))
+                   objects=_objects_from_meta(metas, [m.astype(bool) for m in masks]),
+                   engine=f.text(header, "engine", "result", default="", max_len=64), hops=hops,
+                   notices=f.texts(header, "notices", "result", default=[]),
+                   stats=f.mapping(header, "stats", "result", default={}))
 
 
 @dataclass
@@ -284,10 +411,12 @@ class MaskBroadcast:
     seq: int = 0  # publisher sequence number; a gap means this display missed messages
     hops: list[list[Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
+    publisher: str = ""  # the publisher run that numbered ``seq``; a new one starts counting again
 
     def to_parts(self) -> list[Any]:
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
-                  "hops": self.hops, "engine": self.engine, "seq": self.seq, "size": list(self.size),
+                  "hops": self.hops, "engine": self.engine, "seq": self.seq, "publisher": self.publisher,
+                  "size": list(self.size),
                   "notices": self.notices, "objects": [o.meta() for o in self.objects]}
         return encode(header, {f"rle{i}": rle_encode(o.mask) for i, o in enumerate(self.objects)})
 
@@ -296,13 +425,22 @@ class MaskBroadcast:
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "masks")
         size = header.get("size")
-        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size)):
-            raise ProtocolError(f"masks: 'size' must be [H, W] with positive integers, got {size!r}")
+        if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size)):
+            raise ProtocolError(f"masks: 'size' must be [H, W] with positive integers, got {size!r:.80}")
+        _check_size(size[0], size[1], "masks")
         metas = _object_meta(header, "masks")
-        masks = [rle_decode(_array(arrays, f"rle{i}", "masks"), (size[0], size[1])) for i in range(len(metas))]
+        masks = []
+        for i in range(len(metas)):
+            counts = _array(arrays, f"rle{i}", "masks")
+            if counts.dtype != np.dtype("<u4"):
+                raise ProtocolError(f"masks: rle{i} must be uint32 run lengths, got {counts.dtype}")
+            masks.append(rle_decode(counts, (size[0], size[1])))
         return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, size=(size[0], size[1]),
-                   objects=_objects_from_meta(metas, masks), engine=str(header.get("engine", "")),
-                   seq=int(header.get("seq", 0)), hops=hops, notices=list(header.get("notices", [])))
+                   objects=_objects_from_meta(metas, masks),
+                   engine=f.text(header, "engine", "masks", default="", max_len=64),
+                   seq=f.integer(header, "seq", "masks", default=0), hops=hops,
+                   notices=f.texts(header, "notices", "masks", default=[]),
+                   publisher=f.text(header, "publisher", "masks", default="", max_len=64))
 
 
 @dataclass
@@ -317,21 +455,23 @@ class OverlayImage:
     data: bytes | np.ndarray
     seq: int = 0
     hops: list[list[Any]] = field(default_factory=list)
+    publisher: str = ""  # as in MaskBroadcast
 
     def to_parts(self) -> list[Any]:
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
-                  "hops": self.hops, "encoding": self.encoding, "seq": self.seq}
+                  "hops": self.hops, "encoding": self.encoding, "seq": self.seq, "publisher": self.publisher}
         return encode(header, {"image": np.frombuffer(self.data, np.uint8) if isinstance(self.data, bytes) else self.data})
 
     @classmethod
     def from_parts(cls, parts: list[Any]) -> "OverlayImage":
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "overlay")
-        encoding = _field(header, "encoding", str, "overlay")
+        encoding = f.text(header, "encoding", "overlay", max_len=16)
         if encoding not in ("jpeg", "png"):
             raise ProtocolError(f"overlay: encoding must be 'jpeg' or 'png', got {encoding!r}")
         data = _array(arrays, "image", "overlay")
         if data.dtype != np.uint8 or data.ndim != 1:
             raise ProtocolError(f"overlay: image must be 1-D uint8 encoded bytes, got {data.dtype} {data.shape}")
         return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, encoding=encoding, data=data,
-                   seq=int(header.get("seq", 0)), hops=hops)
+                   seq=f.integer(header, "seq", "overlay", default=0), hops=hops,
+                   publisher=f.text(header, "publisher", "overlay", default="", max_len=64))

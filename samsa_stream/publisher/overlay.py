@@ -58,25 +58,3 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], colour: tuple[i
     x, y = origin
     cv2.rectangle(image, (x - 1, y - h - 2), (x + w + 1, y + base), (0, 0, 0), cv2.FILLED)
     cv2.putText(image, text, (x, y), font, size, tuple(int(c) for c in colour), 1, cv2.LINE_AA)
-
-
-def encode_image(rgb: np.ndarray, encoding: str, jpeg_quality: int = 90) -> bytes:
-    """RGB uint8 -> JPEG or PNG bytes."""
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if encoding == "jpeg":
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
-    elif encoding == "png":
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    else:
-        raise ValueError(f"overlay encoding must be 'jpeg' or 'png', got {encoding!r}")
-    if not ok:
-        raise ValueError(f"could not encode a {rgb.shape} image as {encoding}")
-    return buf.tobytes()
-
-
-def decode_image(data: bytes | np.ndarray) -> np.ndarray:
-    """JPEG or PNG bytes -> RGB uint8; ValueError if they are not an image."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError("overlay bytes are not a decodable JPEG or PNG image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

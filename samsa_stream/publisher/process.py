@@ -20,7 +20,8 @@ from ..protocol import MaskBroadcast, OverlayImage, ProtocolError, SegmentationR
 from ..runtime import ProcessStats
 from ..settings import Settings
 from ..transport import SocketFactory, drain, send_nowait
-from .overlay import encode_image, render_overlay
+from ..protocol import encode_image
+from .overlay import render_overlay
 
 log = logging.getLogger(__name__)
 

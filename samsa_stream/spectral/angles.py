@@ -7,12 +7,13 @@ A pixel with a zero spectrum has no spectral shape: its angle to any reference i
 from __future__ import annotations
 
 import numpy as np
+from ..errors import SamsaError
 
 HALF_PI = np.float32(np.pi / 2)
 _TINY_NORM = 1e-18  # below this a float32 sum of squares is subnormal or zero, so imprecise
 
 
-class SpectralError(ValueError):
+class SpectralError(SamsaError, ValueError):
     """A spectrum or click that cannot give a spectral reference; the text says why."""
 
 

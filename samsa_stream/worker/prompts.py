@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from ..errors import SamsaError
 
 # Distinct, colour-blind-friendly overlay colours (RGB), cycled by object id.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -20,7 +21,7 @@ MAX_OBJECTS = 64
 MAX_CLICKS_PER_OBJECT = 64
 
 
-class PromptError(ValueError):
+class PromptError(SamsaError, ValueError):
     """A prompt that cannot be applied (unknown object, click outside the image, ...)."""
 
 

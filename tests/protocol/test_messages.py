@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from samsa_stream.protocol import (
-    PROTOCOL_VERSION, CubeFrame, MaskBroadcast, ObjectMask, OverlayImage, PromptReply, PromptRequest, ProtocolError,
-    SegmentationResult, decode, encode, rle_decode, rle_encode,
+    PROMPTS, PROTOCOL_VERSION, ClickPrompt, CubeFrame, MaskBroadcast, ObjectMask, OverlayImage, PromptReply,
+    PromptRequest, ProtocolError, RemovePrompt, ResetPrompt, SegmentationResult, StatePrompt, StatusPrompt, UndoPrompt,
+    decode, decode_prompt, encode, rle_decode, rle_encode,
 )
 from tests.conftest import phantom_frames
 
@@ -61,15 +62,33 @@ def test_arrays_are_not_copied_on_send(frame: CubeFrame) -> None:
     assert np.shares_memory(np.frombuffer(cube_part, dtype=np.float32), frame.cube)
 
 
-def test_prompt_round_trip() -> None:
-    req = PromptRequest(op="click", stream_id="cam0", request_id=7, object_id=2, x=10.5, y=3.0, positive=False,
-                        frame_id=9, label="tumour")
-    back = PromptRequest.from_parts(_bytes(req.to_parts()))
-    assert back == req
+@pytest.mark.parametrize("req", [
+    ClickPrompt(stream_id="cam0", request_id=7, object_id=2, x=10.5, y=3.0, positive=False, frame_id=9, label="tumour"),
+    ClickPrompt(stream_id="cam0", object_id=1, x=0, y=0),
+    UndoPrompt(stream_id="a.b-c_d", request_id=2**63 - 1, object_id=3),
+    UndoPrompt(stream_id="cam0"),
+    RemovePrompt(stream_id="cam0", object_id=5),
+    ResetPrompt(stream_id="cam0", request_id=1),
+    StatePrompt(stream_id="cam0"),
+    StatusPrompt(request_id=4),
+])
+def test_prompt_round_trip(req: PromptRequest) -> None:
+    back = decode_prompt(_bytes(req.to_parts()))
+    assert type(back) is type(req) and back == req
+    assert type(PromptRequest.from_parts(_bytes(req.to_parts()))) is type(req)
+    assert set(PROMPTS) == {"click", "undo", "remove", "reset", "state", "status"}
+
+
+def test_prompt_of_another_op_than_expected_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="op 'reset' where 'click' was expected") as err:
+        ClickPrompt.from_parts(_bytes(ResetPrompt(stream_id="cam0", request_id=9).to_parts()))
+    assert err.value.request_id == 9
 
 
 def test_reply_round_trip() -> None:
     rep = PromptReply(request_id=3, ok=False, error="unknown object 4", state={"objects": []})
+    assert PromptReply.from_parts(_bytes(rep.to_parts())) == rep
+    rep = PromptReply(request_id=4, ok=True, warnings=["not saved: read-only file system"])
     assert PromptReply.from_parts(_bytes(rep.to_parts())) == rep
 
 
@@ -209,16 +228,45 @@ def test_missing_header_fields_are_named(frame: CubeFrame) -> None:
 
 @pytest.mark.parametrize("fields, message", [
     ({"op": "paint"}, "unknown op 'paint'"),
+    ({"op": "state", "stream": "cam0/x"}, "not a stream id"),
+    ({"op": "state", "stream": ""}, "not a stream id"),
+    ({"op": "state", "stream": "c" * 65}, "more than 64"),
+    ({"op": "click", "object_id": 0, "x": 1.0, "y": 2.0}, "'object_id' must be between 1"),
+    ({"op": "click", "object_id": 2**40, "x": 1.0, "y": 2.0}, "'object_id' must be between 1"),
+    ({"op": "click", "object_id": 1, "x": 1.0, "y": 2.0, "positive": 1}, "'positive' must be true or false"),
+    ({"op": "click", "object_id": 1, "x": 1.0, "y": 2.0, "label": ["a"]}, "'label' must be a string"),
+    ({"op": "click", "object_id": 1, "x": True, "y": 2.0}, "'x' must be a number"),
     ({"op": "click", "object_id": 1, "x": 1.0}, "click needs y"),
-    ({"op": "click", "object_id": 1, "x": float("nan"), "y": 2.0}, "x must be a finite number"),
+    ({"op": "click", "object_id": 1, "x": float("nan"), "y": 2.0}, "'x' must be a finite number"),
     ({"op": "click", "object_id": "one", "x": 1.0, "y": 2.0}, "'object_id' must be an integer"),
     ({"op": "click", "object_id": 1, "x": "left", "y": 2.0}, "'x' must be a number"),
     ({"op": "remove"}, "remove needs object_id"),
 ])
 def test_malformed_prompts_are_rejected(fields: dict, message: str) -> None:
-    header = {"v": PROTOCOL_VERSION, "type": "prompt", "stream": "cam0", "request_id": 1, **fields}
-    with pytest.raises(ProtocolError, match=message):
-        PromptRequest.from_parts([msgpack.packb(header)])
+    header = {"v": PROTOCOL_VERSION, "type": "prompt", "stream": "cam0", "request_id": 41, **fields}
+    with pytest.raises(ProtocolError, match=message) as err:
+        decode_prompt([msgpack.packb(header)])
+    assert err.value.request_id == 41  # readable, so the error reply reaches the console
+
+
+@pytest.mark.parametrize("header", [
+    {"v": PROTOCOL_VERSION + 1, "type": "prompt", "op": "state", "stream": "cam0", "request_id": 12},
+    {"v": PROTOCOL_VERSION, "type": "frame", "op": "state", "stream": "cam0", "request_id": 12},
+    {"v": PROTOCOL_VERSION, "type": "prompt", "stream": "cam0", "request_id": 12},
+])
+def test_request_id_is_read_even_when_the_envelope_is_wrong(header: dict) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_prompt([msgpack.packb(header)])
+    assert err.value.request_id == 12
+
+
+@pytest.mark.parametrize("parts", [[b"\xc1"], [msgpack.packb([1, 2])],
+                                   [msgpack.packb({"v": 1, "type": "prompt", "op": "state", "request_id": "x"})],
+                                   [msgpack.packb({"v": 1, "type": "prompt", "op": "state", "request_id": -1})]])
+def test_unreadable_request_ids_stay_unknown(parts: list) -> None:
+    with pytest.raises(ProtocolError) as err:
+        decode_prompt(parts)
+    assert err.value.request_id is None
 
 
 def test_result_with_masks_for_wrong_object_count_is_rejected(frame: CubeFrame) -> None:
@@ -226,7 +274,7 @@ def test_result_with_masks_for_wrong_object_count_is_rejected(frame: CubeFrame) 
     parts = _bytes(SegmentationResult("cam0", 1, 1, frame.rgb, _objects(h, w), "spectral").to_parts())
     header = msgpack.unpackb(parts[0])
     header["objects"] = header["objects"][:1]
-    with pytest.raises(ProtocolError, match="does not match 1 object"):
+    with pytest.raises(ProtocolError, match="do not match 1 object"):
         SegmentationResult.from_parts([msgpack.packb(header), *parts[1:]])
 
 

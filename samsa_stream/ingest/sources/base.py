@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from ...errors import SamsaError
 
 
-class SourceError(ValueError):
+class SourceError(SamsaError, ValueError):
     """A capture that cannot be read; the text names the file or frame and what was expected."""
 
 

@@ -14,9 +14,10 @@ import numpy as np
 
 from ...protocol import CubeFrame
 from ..prompts import TrackedObject
+from ...errors import SamsaError
 
 
-class EngineError(RuntimeError):
+class EngineError(SamsaError, RuntimeError):
     """An engine that cannot be built or run (missing checkpoint, unknown engine, ...)."""
 
 
