@@ -1,5 +1,6 @@
 """How bytes move between processes (ZeroMQ sockets). What they mean lives in ``protocol``."""
 
+from .loop import PollLoop
 from .shm import ShmReader, ShmRef, ShmWriter
 from .sockets import ROLES, SocketFactory, drain, send_nowait
 
@@ -9,4 +10,4 @@ def uses_shared_memory(mode: str, endpoint: str) -> bool:
     return mode == "on" or (mode == "auto" and endpoint.startswith(("ipc://", "inproc://")))
 
 
-__all__ = ["ROLES", "ShmReader", "ShmRef", "ShmWriter", "SocketFactory", "drain", "send_nowait", "uses_shared_memory"]
+__all__ = ["PollLoop", "ROLES", "ShmReader", "ShmRef", "ShmWriter", "SocketFactory", "drain", "send_nowait", "uses_shared_memory"]

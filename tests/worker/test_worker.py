@@ -8,7 +8,7 @@ import pytest
 from samsa_stream.protocol import PromptRequest
 from samsa_stream.settings import Settings, load_settings
 from samsa_stream.worker.engines import EngineError, make_engine
-from samsa_stream.worker.process import Worker
+from samsa_stream.worker.core import Worker
 from tests.conftest import iou, phantom_frames
 
 

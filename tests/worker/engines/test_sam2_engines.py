@@ -15,7 +15,7 @@ from samsa_stream.worker.engines import BUILDERS, EngineError, ObjectMemory, mak
 from samsa_stream.worker.engines.decoder import DecoderEngine
 from samsa_stream.worker.engines.prompt import PromptEngine
 from samsa_stream.worker.engines.rgb import RgbEngine
-from samsa_stream.worker.process import Worker
+from samsa_stream.worker.core import Worker
 from samsa_stream.worker.prompts import PromptError
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import IMAGE_SIZE, sam2_settings
@@ -136,6 +136,6 @@ def test_engine_missing_from_the_registry_is_named(monkeypatch) -> None:
 
 
 def test_spectral_worker_starts_without_torch() -> None:
-    code = ("import sys; from samsa_stream.settings import load_settings; from samsa_stream.worker.process import Worker; "
+    code = ("import sys; from samsa_stream.settings import load_settings; from samsa_stream.worker.core import Worker; "
             "Worker(load_settings()); sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -1,0 +1,61 @@
+"""The one poll loop every process runs: wait on its sockets, hand each ready socket to its handler.
+
+A handler that raises costs that one pass, never the process: the fault is counted
+(``loop_faults``) and logged with its traceback, and the loop goes on. Handlers turn the
+malformed messages they expect into counted rejections themselves; this guard is the last line.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ..runtime import ProcessStats
+
+log = logging.getLogger(__name__)
+
+
+class PollLoop:
+    """``add`` a socket with its handler, then ``run`` until ``stop`` is set (or ``tick`` returns True)."""
+
+    def __init__(self, stop: threading.Event, poll_ms: int, stats: ProcessStats) -> None:
+        self.stop, self.poll_ms, self.stats = stop, poll_ms, stats
+        self._poller = zmq.Poller()
+        self._handlers: list[tuple[zmq.Socket, Callable[[], Any]]] = []
+
+    def add(self, sock: zmq.Socket, handler: Callable[[], Any]) -> None:
+        """Call ``handler()`` whenever ``sock`` has something to read."""
+        self._poller.register(sock, zmq.POLLIN)
+        self._handlers.append((sock, handler))
+
+    def ready(self, sock: zmq.Socket) -> bool:
+        """Whether ``sock`` has something to read right now (for serving it between slower steps)."""
+        return bool(sock.poll(0, zmq.POLLIN))
+
+    def guarded(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``; an exception is counted and logged with its traceback, and None returned."""
+        try:
+            return fn()
+        except Exception:  # the process outlives any one message or step
+            self.stats.count("loop_faults")
+            log.exception("%s failed; the loop goes on", what)
+            return None
+
+    def run_once(self, timeout_ms: int | None = None) -> None:
+        """Wait up to ``timeout_ms`` (default ``poll_ms``) and serve every socket that became ready."""
+        events = dict(self._poller.poll(self.poll_ms if timeout_ms is None else timeout_ms))
+        for sock, handler in self._handlers:
+            if sock in events:
+                self.guarded(f"handling {sock!r}", handler)
+
+    def run(self, tick: Callable[[], bool | None] | None = None) -> None:
+        """Serve until ``stop`` is set; ``tick()`` runs after every pass and ends the loop by returning True."""
+        while not self.stop.is_set():
+            self.run_once()
+            if tick is not None and self.guarded("loop step", tick) is True:
+                return
+            self.stats.maybe_log()
