@@ -2,20 +2,22 @@
 
 Every sub-command reads the settings once (config file < SAMSA_ environment < flags) and
 passes them down. ``--set SECTION.FIELD=VALUE`` reaches any setting without a flag.
+The project's own errors (``SamsaError``) end a command with one line on stderr and exit 1
+(2 for invalid settings); any other exception is a programming error and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import pkgutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, commands
+from .errors import SamsaError
 from .settings import Settings, SettingsError, deep_merge, load_settings, parse_assignment
 
 # The pipeline's processes first, then every other module in samsa_stream/commands (tools),
@@ -24,12 +26,8 @@ PIPELINE_COMMANDS = ("ingest", "worker", "publisher", "view", "demo")
 
 
 def command_modules() -> list[str]:
-    from . import commands
-
     found = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
     return [c for c in PIPELINE_COMMANDS if c in found] + sorted(found - set(PIPELINE_COMMANDS))
-
-log = logging.getLogger("samsa_stream")
 
 
 class SettingFlag(argparse.Action):
@@ -44,7 +42,7 @@ class SettingFlag(argparse.Action):
         value = self.const if self.nargs == 0 else values
         overrides = getattr(namespace, "_overrides", None) or {}
         _set_path(overrides, self.setting, value)
-        setattr(namespace, "_overrides", overrides)
+        namespace._overrides = overrides
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -64,19 +62,27 @@ def setting_flag(parser: argparse.ArgumentParser, flag: str, setting: str, help:
 
 
 def common_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="TOML settings file (default: $SAMSA_CONFIG, else built-in defaults)")
+    parser.add_argument("--config", type=Path,
+                        help="TOML settings file (default: $SAMSA_CONFIG, else built-in defaults)")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override any setting, e.g. --set worker.spectral.threshold_rad=0.12 (repeatable)")
-    parser.add_argument("--stats-file", type=Path, help="write this process's counters and latencies here (JSON) on exit")
+    parser.add_argument("--stats-file", type=Path,
+                        help="write this process's counters and latencies here (JSON) on exit")
     setting_flag(parser, "--log-level", "log.level", "DEBUG, INFO, WARNING or ERROR")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The setting overrides of the command line: every ``--set`` in order (a later one wins), then the
+    flags that set a setting (``--fps`` and the like), which win over ``--set``."""
     overrides: dict[str, Any] = {}
-    for text in args.assignments:
+    for text in getattr(args, "assignments", None) or []:
         overrides = deep_merge(overrides, parse_assignment(text))
-    overrides = deep_merge(overrides, getattr(args, "_overrides", None) or {})
-    return load_settings(args.config, overrides)
+    return deep_merge(overrides, getattr(args, "_overrides", None) or {})
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings for a command: config file < SAMSA_ environment < ``overrides_from(args)``."""
+    return load_settings(getattr(args, "config", None), overrides_from(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"samsa-stream {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, ValueError, OSError) as exc:
+    except SamsaError as exc:
         print(f"samsa-stream {args.command}: error: {exc}", file=sys.stderr)
         return 1

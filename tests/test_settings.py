@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from samsa_stream.cli import main
+from samsa_stream.cli import command_modules, main
 from samsa_stream.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +58,20 @@ def test_cli_reports_invalid_settings_and_exits_2(capsys: pytest.CaptureFixture[
     assert "SECTION.FIELD=VALUE" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["ingest", "worker", "publisher", "view", "demo"])
+@pytest.mark.parametrize("command", command_modules())
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0
-    assert "--config" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: samsa-stream {command}")
+    assert "--config" in out or command == "keys"  # keys reads no settings
+
+
+def test_raw_counts_setting(tmp_path: Path) -> None:
+    assert load_settings().ingest.raw_counts == "refuse"
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[ingest]\nraw_counts = "scale"\n')
+    assert load_settings(cfg).ingest.raw_counts == "scale"
+    with pytest.raises(SettingsError, match=r"ingest\.raw_counts"):
+        load_settings(overrides={"ingest": {"raw_counts": "yes"}})

@@ -6,11 +6,17 @@ import argparse
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..cli import common_options, setting_flag, settings_from
+from ..errors import CommandError
+from ..ingest.capture import REFLECTANCE, SourceError
+
+if TYPE_CHECKING:
+    from ..protocol import CubeFrame
+    from ..settings import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,68 +39,76 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run)
 
 
-def _frames(args: argparse.Namespace) -> list[Any]:
+def _frames(args: argparse.Namespace, settings: Settings) -> list[CubeFrame]:
     """The chosen capture(s) of the input, normalized."""
-    from ..ingest.formats import ReadOptions, open_captures
+    from ..ingest.formats import ReadOptions, open_captures, read_capture
     from ..ingest.normalize import Normalizer
-    from ..ingest.sources import SourceError
 
-    settings = settings_from(args)
-    items = open_captures(args.input, ReadOptions.from_settings(settings.ingest))
-    if args.all:
-        chosen = list(enumerate(items))
-    elif args.frame is not None:
-        chosen = [(i, c) for i, c in enumerate(itertools.islice(items, args.frame + 1)) if i == args.frame]
-        if not chosen:
-            raise SourceError(f"{args.input}: has no capture {args.frame} (it holds fewer)")
-    else:
-        chosen = list(enumerate(itertools.islice(items, 2)))
-        if len(chosen) > 1:
-            raise SourceError(f"{args.input}: holds more than one capture; choose one with --frame N or stack them "
-                              "with --all")
-    if not chosen:
-        raise SourceError(f"{args.input}: holds no capture")
+    options = ReadOptions.from_settings(settings.ingest)
     normalizer = Normalizer(settings.ingest)
-    frames = []
-    for index, capture in chosen:
-        if isinstance(capture, SourceError):
-            raise capture
-        frames.append(normalizer(capture, "convert", index, capture.timestamp_ns or 0))
-    return frames
+    if args.all:
+        frames = []
+        for index, item in enumerate(open_captures(args.input, options)):
+            if isinstance(item, SourceError):
+                raise item
+            frames.append(normalizer(item, "convert", index, item.timestamp_ns or 0))
+        return frames
+    if args.frame is None and len(list(itertools.islice(open_captures(args.input, options), 2))) > 1:
+        raise CommandError(f"{args.input}: holds more than one capture; choose one with --frame N or stack them "
+                           "with --all")
+    index = args.frame or 0
+    capture = read_capture(args.input, index, options)
+    return [normalizer(capture, "convert", index, capture.timestamp_ns or 0)]
+
+
+def _write(args: argparse.Namespace, frames: list[CubeFrame]) -> None:
+    from ..ingest.formats.envi import write_envi
+
+    first = frames[0]
+    calibration = first.calibration
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    if args.output.suffix.lower() == ".hdr":
+        if len(frames) > 1:
+            raise CommandError(f"{args.output}: an ENVI file holds one cube; choose one with --frame N")
+        if calibration != REFLECTANCE:
+            # ENVI float data reads back as reflectance: the uncalibrated mark would be lost.
+            raise CommandError(f"{args.output}: the frame is {calibration} (not reflectance), which an ENVI "
+                               "file cannot record; write OUTPUT.npz")
+        write_envi(args.output, first.cube, first.wavelengths_nm, dtype=first.cube.dtype,
+                   description=f"samsa-stream convert of {args.input}")
+        return
+    arrays: dict[str, Any] = {"wavelengths_nm": first.wavelengths_nm, "calibration": np.array(calibration),
+                              "source_json": np.array(json.dumps([f.source for f in frames], default=str))}
+    if len(frames) == 1:
+        arrays |= {"cube": first.cube, "rgb": first.rgb}
+        if first.labels is not None:
+            arrays["labels"] = first.labels
+    else:
+        arrays |= {"cubes": np.stack([f.cube for f in frames]), "rgb": np.stack([f.rgb for f in frames])}
+        labels = [f.labels for f in frames if f.labels is not None]
+        if len(labels) == len(frames):
+            arrays["labels"] = np.stack(labels)
+    (np.savez_compressed if args.compress else np.savez)(args.output, **arrays)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..ingest.formats.envi import write_envi
-
-    suffix = args.output.suffix.lower()
-    if suffix not in (".npz", ".hdr"):
-        raise ValueError(f"{args.output}: OUTPUT must end in .npz (normalized form) or .hdr (ENVI)")
-    frames = _frames(args)
+    if args.output.suffix.lower() not in (".npz", ".hdr"):
+        raise CommandError(f"{args.output}: OUTPUT must end in .npz (normalized form) or .hdr (ENVI)")
+    frames = _frames(args, settings_from(args))
     first = frames[0]
     if any(f.cube.shape != first.cube.shape or not np.array_equal(f.wavelengths_nm, first.wavelengths_nm)
            for f in frames):
-        raise ValueError(f"{args.input}: --all needs every capture to have the same shape and wavelengths")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".hdr":
-        if len(frames) > 1:
-            raise ValueError(f"{args.output}: an ENVI file holds one cube; choose one with --frame N")
-        write_envi(args.output, first.cube, first.wavelengths_nm, dtype=first.cube.dtype,
-                   description=f"samsa-stream convert of {args.input}")
-    else:
-        arrays: dict[str, Any] = {"wavelengths_nm": first.wavelengths_nm,
-                                  "calibration": np.array("reflectance"),
-                                  "source_json": np.array(json.dumps([f.source for f in frames], default=str))}
-        if len(frames) == 1:
-            arrays |= {"cube": first.cube, "rgb": first.rgb}
-            if first.labels is not None:
-                arrays["labels"] = first.labels
-        else:
-            arrays |= {"cubes": np.stack([f.cube for f in frames]), "rgb": np.stack([f.rgb for f in frames])}
-            if all(f.labels is not None for f in frames):
-                arrays["labels"] = np.stack([f.labels for f in frames])
-        (np.savez_compressed if args.compress else np.savez)(args.output, **arrays)
+        raise CommandError(f"{args.input}: --all needs every capture to have the same shape and wavelengths")
+    if any(f.calibration != first.calibration for f in frames):
+        raise CommandError(f"{args.input}: --all needs every capture in the same calibration state; got "
+                           f"{sorted({f.calibration for f in frames})}")
+    try:
+        _write(args, frames)
+    except OSError as exc:
+        raise CommandError(f"{args.output}: cannot be written ({exc.strerror or exc})") from exc
     h, w, b = first.cube.shape
     wl = first.wavelengths_nm
-    print(f"wrote {args.output}: {len(frames)} frame(s), {h} x {w} x {b} {first.cube.dtype} reflectance, "
+    state = "reflectance" if first.calibration == REFLECTANCE else f"{first.calibration} (not reflectance)"
+    print(f"wrote {args.output}: {len(frames)} frame(s), {h} x {w} x {b} {first.cube.dtype} {state}, "
           f"{wl[0]:g}-{wl[-1]:g} nm, label map: {'yes' if first.labels is not None else 'no'}")
     return 0

@@ -10,9 +10,11 @@ from ._process import run_process
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingest", help="read a camera or recording and publish normalized frames",
-                       description="Read a source (the synthetic phantom camera or a recorded capture file/folder), "
-                                   "normalize each capture to a wavelength-tagged reflectance cube with a pseudo-RGB "
-                                   "rendering, and publish it on the frame link (PUB, endpoints.frames).")
+                       description="Read a source (a camera plugin such as the synthetic phantom, a recorded capture "
+                                   "file or folder, or a folder a camera writes into), normalize each capture to a "
+                                   "wavelength-tagged reflectance cube with a pseudo-RGB rendering, and publish it on "
+                                   "the frame link (PUB, endpoints.frames). A capture that cannot be read or used is "
+                                   "counted and skipped.")
     common_options(p)
     setting_flag(p, "--source", "ingest.source", "'phantom', 'plugin:NAME' or a path to a capture file or folder")
     setting_flag(p, "--stream", "ingest.stream_id", "stream id of the frames (default cam0)")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..cli import common_options, settings_from
+from ..ingest.capture import RAW, SCALED_COUNTS, Capture, SourceError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,17 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Describe every capture in PATH (a capture file or a folder of them): format, "
                                    "shape H x W x B, stored dtype, wavelength range and count, calibration state "
                                    "(reflectance, or raw counts with or without white/dark references), whether a "
-                                   "label map is present, and any warnings. Exits 1 when a capture cannot be read.")
+                                   "label map is present, and any warnings. Exits 1 when a capture cannot be read. "
+                                   "Captures are numbered as --frame counts them in convert and segment.")
     common_options(p)
     p.add_argument("path", type=Path, help="capture file (.hdr, .dat, .npy, .npz) or folder")
+    p.add_argument("--frame", type=int, help="describe only this capture (0-based, as convert and segment count)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per capture")
     p.set_defaults(handler=_run)
 
 
-def describe_capture(capture: Any) -> dict[str, Any]:
+def describe_capture(capture: Capture) -> dict[str, Any]:
     """One capture as a JSON-friendly summary."""
     from ..ingest.normalize import check_wavelengths
-    from ..ingest.sources import SourceError
 
     meta = dict(capture.metadata)
     h, w, b = capture.cube.shape if capture.cube.ndim == 3 else (None, None, None)
@@ -44,9 +46,11 @@ def describe_capture(capture: Any) -> dict[str, Any]:
         waves["problem"] = str(exc)
     if "wavelengths_assumed_nm" in meta:
         waves["assumed"] = True  # the format stores none; from ingest.tivita_wavelength_range_nm
-    if capture.calibration == "raw":
+    if capture.calibration == RAW:
         refs = capture.white is not None and capture.dark is not None
         calibration = "raw counts, white/dark references present" if refs else "raw counts, no references"
+    elif capture.calibration == SCALED_COUNTS:
+        calibration = "raw counts scaled to [0, 1] without references (not reflectance)"
     else:
         scale = meta.get("reflectance_scale_factor")
         calibration = "reflectance" + (f" (stored x {scale:g})" if scale else "")
@@ -87,7 +91,8 @@ def _text(entry: dict[str, Any]) -> str:
             ("calibration", entry["calibration"]),
             ("label map", f"yes, values {entry['label_values']}" if entry["labels"] else "no")]
     if "index" in entry:
-        rows.insert(0, ("frame", str(entry["index"])))
+        rows.insert(0, ("in file", f"cube {entry['index']}"))
+    rows.insert(0, ("capture", str(entry["capture"])))
     if entry.get("bad_bands_dropped"):
         rows.append(("bad bands", f"{entry['bad_bands_dropped']} dropped (bbl)"))
     if "data_ignore_value" in entry:
@@ -98,13 +103,21 @@ def _text(entry: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..ingest.formats import ReadOptions, open_captures
-    from ..ingest.sources import SourceError
+    from ..ingest.formats import ReadOptions, open_captures, read_capture
 
-    settings = settings_from(args)
-    entries: list[dict[str, Any]] = []
-    for capture in open_captures(args.path, ReadOptions.from_settings(settings.ingest)):
-        entries.append({"error": str(capture)} if isinstance(capture, SourceError) else describe_capture(capture))
+    options = ReadOptions.from_settings(settings_from(args).ingest)
+    items: list[Capture | SourceError]
+    if args.frame is None:
+        items = list(open_captures(args.path, options))
+    else:
+        try:
+            items = [read_capture(args.path, args.frame, options)]
+        except SourceError as exc:
+            items = [exc]
+    first = args.frame or 0
+    entries = [{"capture": first + i}
+               | ({"error": str(item)} if isinstance(item, SourceError) else describe_capture(item))
+               for i, item in enumerate(items)]
     if args.json:
         json.dump(entries, sys.stdout, indent=2)
         print()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import CommandError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("keys", help="create a CurveZMQ key pair (node or console)",
@@ -21,11 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import zmq.auth
 
-    args.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = args.dir / f"{args.name}.key_secret"
     if secret.exists():
-        raise ValueError(f"{secret} exists already; choose another --name or folder")
-    public_file, secret_file = zmq.auth.create_certificates(str(args.dir), args.name)
-    Path(secret_file).chmod(0o600)
+        raise CommandError(f"{secret} exists already; choose another --name or folder")
+    try:
+        args.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        public_file, secret_file = zmq.auth.create_certificates(str(args.dir), args.name)
+        Path(secret_file).chmod(0o600)
+    except OSError as exc:
+        raise CommandError(f"{args.dir}: cannot write the key pair ({exc.strerror or exc})") from exc
     print(f"public key: {public_file}\nsecret key: {secret_file}")
     return 0

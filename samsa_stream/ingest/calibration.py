@@ -1,4 +1,5 @@
-"""Raw sensor counts -> reflectance with white and dark references (DESIGN section 3).
+"""Raw sensor counts -> reflectance with white and dark references (DESIGN section 3), or, when a
+capture has none and ``ingest.raw_counts = "scale"``, counts scaled to [0, 1] (``scale_counts``).
 
     reflectance = white_reflectance * (raw - dark) / (white - dark), clipped to [0, 1]
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .sources.base import SourceError
+from .capture import SourceError
+from .formats import read_capture
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,42 @@ def calibrate(raw: np.ndarray, white: np.ndarray, dark: np.ndarray, white_reflec
 def load_reference(path: Path, what: str) -> np.ndarray:
     """The cube of the first capture in ``path`` (any supported format), for a white or dark reference
     that is shared by every capture of a session (``ingest.white_reference`` / ``dark_reference``)."""
-    from .formats import open_captures  # formats import this module's package; import late
+    try:
+        return np.asarray(read_capture(path, 0).cube)
+    except SourceError as exc:
+        raise SourceError(f"{what}: {exc}") from None
 
-    for capture in open_captures(path):
-        if isinstance(capture, SourceError):
-            raise SourceError(f"{what}: {capture}")
-        return np.asarray(capture.cube)
-    raise SourceError(f"{what}: {path} holds no capture")
+
+@dataclass(frozen=True)
+class ScaledCounts:
+    """Raw counts scaled to [0, 1] without references, and what they were divided by."""
+
+    cube: np.ndarray  # (H, W, B) float32 in [0, 1] (NaN where the raw was NaN)
+    divisor: float
+    basis: str  # e.g. "uint16 range"
+
+
+def scale_counts(raw: np.ndarray, percentile: float = 99.9) -> ScaledCounts:
+    """Raw counts -> [0, 1] float32 without references (``ingest.raw_counts = "scale"``).
+
+    Integer counts are divided by their dtype's maximum, float counts by the frame's ``percentile``
+    (they have no fixed range); the result is clipped to [0, 1]. Not reflectance: the sensor's and the
+    light's spectra stay in it, but a spectral angle does not depend on scale.
+    """
+    raw = np.asarray(raw)
+    if raw.dtype.kind in "iu":
+        # The dtype's range, not the frame's content: every frame of a stream is divided alike (no
+        # pumping), and a sensor that uses fewer bits than its dtype looks dark rather than stretched.
+        divisor, basis = float(np.iinfo(raw.dtype).max), f"{raw.dtype.name} range"
+    elif raw.dtype.kind == "f":
+        sample = np.asarray(raw[::2, ::2], dtype=np.float64)  # a subsample is plenty for a percentile
+        finite = sample[np.isfinite(sample)]
+        top = float(np.percentile(finite, percentile)) if finite.size else 0.0
+        divisor, basis = (top if top > 0 else 1.0), f"{percentile:g}th percentile of the frame"
+    else:
+        raise SourceError(f"raw counts of dtype {raw.dtype} cannot be scaled; expected integer or float")
+    out = np.empty(raw.shape, dtype=np.float32)
+    np.multiply(raw, np.float32(1.0 / divisor), out=out, dtype=np.float32)
+    np.minimum(out, np.float32(1.0), out=out)
+    np.maximum(out, np.float32(0.0), out=out)
+    return ScaledCounts(cube=out, divisor=divisor, basis=basis)

@@ -1,10 +1,11 @@
 """Capture -> the one normalized, wavelength-tagged frame the rest of the node relies on (DESIGN section 3).
 
 Steps, in order: check the cube, wavelengths and label map; calibrate raw counts with white/dark
-references; replace NaN/inf by 0 (counted); average k x k pixel blocks (``spatial_binning``);
-keep the bands inside ``band_range_nm`` and resample them onto ``wavelength_grid``; render the
-pseudo-RGB; cast to the output dtype. The pure steps are functions here; ``Normalizer`` chains
-them with the settings and caches what only changes when the bands do.
+references (or, with ``ingest.raw_counts = "scale"`` and no references, scale them to [0, 1] and
+mark the frame ``scaled_counts``); replace NaN/inf by 0 (counted); average k x k pixel blocks
+(``spatial_binning``); keep the bands inside ``band_range_nm`` and resample them onto
+``wavelength_grid``; render the pseudo-RGB; cast to the output dtype. The pure steps are functions
+here; ``Normalizer`` chains them with the settings and caches what only changes when the bands do.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from ..protocol.messages import count_nonfinite
 from ..settings import IngestSettings, WavelengthGrid
 from ..spectral.pseudo_rgb import PROJECTIONS, choose_projection, render_pseudo_rgb
 from ..spectral.resample import interpolation_matrix
-from .calibration import calibrate, load_reference
-from .sources.base import Capture, SourceError
+from .calibration import calibrate, load_reference, scale_counts
+from .capture import CALIBRATIONS, RAW, REFLECTANCE, SCALED_COUNTS, Capture, SourceError
 
 
 def check_wavelengths(wavelengths_nm: np.ndarray, bands: int, where: str) -> np.ndarray:
@@ -138,24 +139,32 @@ class Normalizer:
             self._plan_cache = (key, plan)
         return self._plan_cache[1]
 
-    def _reflectance(self, capture: Capture, cube: np.ndarray, where: str, metadata: dict) -> np.ndarray:
-        if capture.calibration == "reflectance":
+    def _calibrate(self, capture: Capture, cube: np.ndarray, where: str, metadata: dict) -> tuple[np.ndarray, str]:
+        """(float32 cube, the frame's calibration state): reflectance, or scaled counts when allowed."""
+        if capture.calibration in (REFLECTANCE, SCALED_COUNTS):
             # One pass to C-ordered float32 (byte swap, interleave, cast); a no-op for float32 (H, W, B) data.
-            return np.ascontiguousarray(cube, dtype=np.float32)
-        if capture.calibration != "raw":
-            raise SourceError(f"{where}: calibration state {capture.calibration!r}; expected 'reflectance' or 'raw'")
+            return np.ascontiguousarray(cube, dtype=np.float32), capture.calibration
+        if capture.calibration != RAW:
+            raise SourceError(f"{where}: calibration state {capture.calibration!r}; expected one of "
+                              f"{', '.join(CALIBRATIONS)}")
         white, dark = capture.white, capture.dark
         origin = "capture"
         if white is None or dark is None:
             white, dark, origin = self.session_white, self.session_dark, "session"
         if white is None or dark is None:
+            if self.settings.raw_counts == "scale":
+                scaled = scale_counts(cube)
+                metadata["calibrated_with"] = f"nothing: raw counts / {scaled.divisor:g} ({scaled.basis})"
+                metadata["counts_divisor"] = scaled.divisor
+                return scaled.cube, SCALED_COUNTS
             raise SourceError(f"{where}: raw counts ({cube.dtype}) and no white/dark references: give the capture "
-                              "its references or set ingest.white_reference and ingest.dark_reference")
+                              "its references, set ingest.white_reference and ingest.dark_reference, or set "
+                              "ingest.raw_counts=scale (uncalibrated counts scaled to [0, 1])")
         result = calibrate(cube, white, dark, self.settings.white_reflectance, where)
         metadata["calibrated_with"] = f"{origin} white/dark references"
         if result.guarded:
             metadata["calibration_guarded"] = result.guarded
-        return result.cube
+        return result.cube, REFLECTANCE
 
     def __call__(self, capture: Capture, stream_id: str, frame_id: int, capture_ns: int) -> CubeFrame:
         where = f"stream {stream_id} frame {frame_id}"
@@ -171,7 +180,7 @@ class Normalizer:
         if labels is not None and labels.shape != cube.shape[:2]:
             raise SourceError(f"{where}: label map is {labels.shape}, the cube is {cube.shape[:2]}")
         metadata = dict(capture.metadata)
-        cube32 = self._reflectance(capture, cube, where, metadata)
+        cube32, calibration = self._calibrate(capture, cube, where, metadata)
         cube32, replaced = replace_nonfinite(cube32)
         if replaced:  # replaced by 0 and reported, so one dead pixel never costs the frame
             metadata["nonfinite_replaced"] = replaced
@@ -186,5 +195,5 @@ class Normalizer:
         out = cube32 if self.dtype == np.float32 else cube32.astype(self.dtype)
         return CubeFrame(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns,
                          cube=np.ascontiguousarray(out), wavelengths_nm=plan.wavelengths_nm, rgb=rgb,
-                         calibration="reflectance", source=metadata,
+                         calibration=calibration, source=metadata,
                          labels=None if labels is None else labels.astype(np.int32, copy=False))

@@ -31,13 +31,15 @@ def captures(tmp_path: Path) -> dict[str, Path]:
                reflectance_scale_factor=10000)
     write_envi(d / "counts.hdr", np.full((6, 8, WL.size), 4000, np.uint16), WL)
     write_tivita(d / "t_SpecCube.dat", np.full((6, 8, 100), 0.4, np.float32))
-    write_helicoid(d / "op" / "012-01", np.full((6, 8, WL.size), 410, np.uint16), np.full((2, 8, WL.size), 1010, np.uint16),
+    write_helicoid(d / "op" / "012-01", np.full((6, 8, WL.size), 410, np.uint16),
+                   np.full((2, 8, WL.size), 1010, np.uint16),
                    np.full((2, 8, WL.size), 10, np.uint16), WL, labels)
     np.save(d / "cube.npy", refl)
     np.save(d / "cube_wavelengths_nm.npy", WL)
     np.savez(d / "own.npz", cube=refl, wavelengths_nm=WL, labels=labels)
     return {"envi": d / "float.hdr", "envi-scaled": d / "scaled.hdr", "envi-raw": d / "counts.hdr",
-            "tivita": d / "t_SpecCube.dat", "helicoid": d / "op" / "012-01", "npy": d / "cube.npy", "npz": d / "own.npz"}
+            "tivita": d / "t_SpecCube.dat", "helicoid": d / "op" / "012-01", "npy": d / "cube.npy",
+            "npz": d / "own.npz"}
 
 
 EXPECTED = {  # format, dtype, bands, calibration, labels
@@ -92,7 +94,8 @@ def test_convert_raw_without_references_fails_with_the_reason(captures: dict[str
     np.save(dark, np.zeros((1, 8, WL.size), np.uint16))
     np.save(tmp_path / "w_wavelengths_nm.npy", WL)
     np.save(tmp_path / "d_wavelengths_nm.npy", WL)
-    assert main(["convert", str(captures["envi-raw"]), str(tmp_path / "o.npz"), "--set", f"ingest.white_reference={white}",
+    assert main(["convert", str(captures["envi-raw"]), str(tmp_path / "o.npz"),
+                 "--set", f"ingest.white_reference={white}",
                  "--set", f"ingest.dark_reference={dark}"]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "o.npz")["cube"], 0.4)
 
@@ -110,7 +113,7 @@ def test_convert_a_folder_needs_frame_or_all(captures: dict[str, Path], tmp_path
     assert main(["convert", str(folder), str(tmp_path / "o.npz")]) == 1
     assert "holds more than one capture; choose one with --frame N" in capsys.readouterr().err
     assert main(["convert", str(folder), str(tmp_path / "o.npz"), "--frame", "99"]) == 1
-    assert "has no capture 99 (it holds fewer)" in capsys.readouterr().err
+    assert "holds 7 capture(s) (0..6); there is no capture 99" in capsys.readouterr().err
     assert main(["convert", str(captures["npy"]), str(tmp_path / "o.txt")]) == 1
     assert "OUTPUT must end in .npz" in capsys.readouterr().err
 
@@ -134,3 +137,19 @@ def test_from_the_command_line(captures: dict[str, Path], tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert np.load(tmp_path / "h.npz")["labels"].shape == (6, 8)
+
+
+def test_inspect_numbers_captures_as_frame_picks_them(captures: dict[str, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    folder = captures["npz"].parent
+    assert main(["inspect", str(folder), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert [e["capture"] for e in listing] == list(range(7))
+    npy = next(e for e in listing if e["format"] == "npy")
+    assert main(["inspect", str(folder), "--frame", str(npy["capture"]), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [npy]
+    assert main(["convert", str(folder), str(tmp_path / "o.npz"), "--frame", str(npy["capture"])]) == 0
+    assert json.loads(np.load(tmp_path / "o.npz")["source_json"].item())[0]["format"] == "npy"
+    capsys.readouterr()
+    assert main(["inspect", str(folder), "--frame", "7"]) == 1
+    assert "holds 7 capture(s) (0..6); there is no capture 7" in capsys.readouterr().err

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import spectral.io.envi as spy_envi
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from samsa_stream.ingest.formats import open_captures
 from samsa_stream.ingest.formats.envi import DATA_TYPES, read_envi, read_header, to_reflectance, write_envi
@@ -129,7 +131,8 @@ def test_integer_data_without_scale_is_raw_and_float_is_reflectance(tmp_path: Pa
     assert to_reflectance(read_envi(tmp_path / "f.hdr"))[1] == "reflectance"
 
 
-def test_missing_byte_order_reads_little_endian_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_byte_order_reads_little_endian_with_a_warning(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
     cube = np.arange(24, dtype="<u2").reshape(2, 3, 4)
     (tmp_path / "c.img").write_bytes(cube.transpose(2, 0, 1).tobytes())
     (tmp_path / "c.hdr").write_text(header_text(byte_order=None))

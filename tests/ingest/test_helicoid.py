@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from samsa_stream.ingest.formats import capture_files, open_captures
 from samsa_stream.ingest.normalize import Normalizer

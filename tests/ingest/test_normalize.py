@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from samsa_stream.ingest.formats.envi import write_envi
 from samsa_stream.ingest.normalize import Normalizer, bin_labels, bin_pixels, grid_wavelengths
@@ -128,16 +130,21 @@ def test_guarded_calibration_is_reported() -> None:
     assert frame.source["calibration_guarded"] == 1 and frame.cube[0, 2, 4] == 0
 
 
+CUBE = np.zeros((4, 6, 13))
+
+
 @pytest.mark.parametrize("capture,message", [
-    (Capture(cube=np.zeros((4, 6)), wavelengths_nm=WL), "cube must be H x W x B with every side >= 1, got shape (4, 6)"),
+    (Capture(cube=np.zeros((4, 6)), wavelengths_nm=WL),
+     "cube must be H x W x B with every side >= 1, got shape (4, 6)"),
     (Capture(cube=np.zeros((4, 0, 13)), wavelengths_nm=WL), "every side >= 1, got shape (4, 0, 13)"),
     (Capture(cube=np.zeros((4, 6, 13), bool), wavelengths_nm=WL), "cube dtype bool is not numeric"),
-    (Capture(cube=np.zeros((4, 6, 13)), wavelengths_nm=WL[:-1]), "12 wavelength(s) for 13 band(s)"),
-    (Capture(cube=np.zeros((4, 6, 13)), wavelengths_nm=WL[::-1]), "strictly increasing; band 1 (950 nm) follows 1000 nm"),
-    (Capture(cube=np.zeros((4, 6, 13)), wavelengths_nm=WL - 500), "wavelengths must be finite and positive (nm)"),
-    (Capture(cube=np.zeros((4, 6, 13)), wavelengths_nm=WL, labels=np.zeros((4, 5))), "label map is (4, 5), the cube is (4, 6)"),
-    (Capture(cube=np.zeros((4, 6, 13)), wavelengths_nm=WL, calibration="radiance"), "calibration state 'radiance'"),
-    (Capture(cube=np.zeros((4, 6, 13), np.uint16), wavelengths_nm=WL, calibration="raw"), "raw counts (uint16) and no white/dark"),
+    (Capture(cube=CUBE, wavelengths_nm=WL[:-1]), "12 wavelength(s) for 13 band(s)"),
+    (Capture(cube=CUBE, wavelengths_nm=WL[::-1]), "strictly increasing; band 1 (950 nm) follows 1000 nm"),
+    (Capture(cube=CUBE, wavelengths_nm=WL - 500), "wavelengths must be finite and positive (nm)"),
+    (Capture(cube=CUBE, wavelengths_nm=WL, labels=np.zeros((4, 5))), "label map is (4, 5), the cube is (4, 6)"),
+    (Capture(cube=CUBE, wavelengths_nm=WL, calibration="radiance"), "calibration state 'radiance'"),
+    (Capture(cube=CUBE.astype(np.uint16), wavelengths_nm=WL, calibration="raw"),
+     "raw counts (uint16) and no white/dark"),
 ])
 def test_bad_captures_are_refused_naming_frame_and_file(capture: Capture, message: str) -> None:
     capture.metadata["file"] = "/data/cap_0042.npz"

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import threading
-import time
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from samsa_stream.ingest import plugins
+from samsa_stream.ingest.formats import capture_files
 from samsa_stream.ingest.formats.envi import write_envi
-from samsa_stream.ingest.sources import Capture, PhantomCamera, ReplaySource, Source, SourceError, WatchFolderSource, make_source
+from samsa_stream.ingest.sources import (
+    Capture,
+    PhantomCamera,
+    ReplaySource,
+    Source,
+    SourceError,
+    WatchFolderSource,
+    make_source,
+    plugins,
+    watch,
+)
+from samsa_stream.node import wait_until
 from samsa_stream.settings import IngestSettings
 
 from .builders import write_tivita
@@ -75,7 +85,8 @@ def test_an_installed_plugin_is_found_by_entry_point(monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.parametrize("target,message", [
-    ("no_such_module_xyz:camera", "camera plugin 'acme' (no_such_module_xyz:camera) cannot be loaded: ModuleNotFoundError"),
+    ("no_such_module_xyz:camera",
+     "camera plugin 'acme' (no_such_module_xyz:camera) cannot be loaded: ModuleNotFoundError"),
     (f"{__name__}:not_a_source", "camera plugin 'acme' returned int, not a Source"),
     (f"{__name__}:WL", "is not callable; expected a factory"),
 ])
@@ -96,10 +107,28 @@ def test_missing_replay_path() -> None:
         make_source(IngestSettings(source="/no/such/capture"))
 
 
-def test_watch_folder_reads_new_complete_captures_only(tmp_path: Path) -> None:
+def test_watch_folder_reads_new_complete_captures_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _envi(tmp_path / "old.hdr", 0.9)  # present at start: skipped
+    listed = threading.Event()
+    incomplete: list[Path] = []
+
+    def spy_listing(folder: Path) -> list[Path]:
+        entries = capture_files(folder)
+        listed.set()
+        return entries
+
+    real_signature = watch.capture_signature
+
+    def spy_signature(entry: Path) -> watch.Signature | None:
+        signature = real_signature(entry)
+        if signature is None:
+            incomplete.append(entry)
+        return signature
+
+    monkeypatch.setattr(watch, "capture_files", spy_listing)
+    monkeypatch.setattr(watch, "capture_signature", spy_signature)
     stop = threading.Event()
-    source = make_source(IngestSettings(source=str(tmp_path), watch=True, watch_poll_s=0.02, watch_settle_s=0.1),
+    source = make_source(IngestSettings(source=str(tmp_path), watch=True, watch_poll_s=0.01, watch_settle_s=0.05),
                          stop=stop)
     assert isinstance(source, WatchFolderSource)
     got: list[Capture | SourceError] = []
@@ -110,20 +139,18 @@ def test_watch_folder_reads_new_complete_captures_only(tmp_path: Path) -> None:
 
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
-    time.sleep(0.1)
+    assert listed.wait(10)  # the captures present at start are known: what follows is new
     # A header whose data file has not arrived yet is waited for, not reported as broken.
     (tmp_path / "new.hdr").write_text((tmp_path / "old.hdr").read_text())
-    time.sleep(0.3)
+    assert wait_until(lambda: incomplete.count(tmp_path / "new.hdr") >= 3, 10)
     assert got == []
+    (tmp_path / "bad.npz").write_bytes(b"junk")  # first, so it settles no later than new.hdr
     (tmp_path / "new.img").write_bytes(np.full((3, 2, 3), 0.2, "<f4").tobytes())
-    (tmp_path / "bad.npz").write_bytes(b"junk")
-    deadline = time.monotonic() + 5
-    while len(got) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_until(lambda: len(got) >= 2, 10)
     stop.set()
-    thread.join(timeout=2)
+    thread.join(timeout=10)
     assert not thread.is_alive()
-    assert isinstance(got[0], SourceError) and "bad.npz" in str(got[0])  # name order: bad < new
+    assert isinstance(got[0], SourceError) and "bad.npz" in str(got[0])
     assert isinstance(got[1], Capture) and got[1].cube[0, 0, 0] == pytest.approx(0.2)
     assert len(got) == 2
 

@@ -65,7 +65,8 @@ def test_not_calibrated_again(tmp_path: Path) -> None:
     (b"\x00\x00", "2 bytes; a TIVITA cube starts with a 12-byte header"),
     (struct.pack("<3i", 640, 480, 100) + b"\0" * 16, "as big-endian int32; expected three positive sizes"),
     (struct.pack(">3i", 4, 3, 0), "expected three positive sizes"),
-    (struct.pack(">3i", 2, 2, 2) + b"\0" * 31, "43 bytes, but a 2 x 2 x 2 TIVITA cube (header + big-endian float32) is 44"),
+    (struct.pack(">3i", 2, 2, 2) + b"\0" * 31,
+     "43 bytes, but a 2 x 2 x 2 TIVITA cube (header + big-endian float32) is 44"),
     (struct.pack(">3i", 2, 2, 2) + b"\0" * 40, "52 bytes, but a 2 x 2 x 2 TIVITA cube"),
 ], ids=["short", "little-endian-header", "zero-bands", "truncated", "trailing-bytes"])
 def test_bad_files_are_refused_with_the_reason(tmp_path: Path, payload: bytes, message: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..sources.base import Capture, SourceError
+from ..capture import READ_ERRORS, Capture, SourceError
 from .envi import data_candidates, read_envi_captures
 from .helicoid import is_helicoid_folder, read_helicoid
 from .npy import is_sidecar, read_npy
@@ -25,15 +25,22 @@ from .tivita import read_tivita
 Reader = Callable[[Path, ReadOptions], Iterator[Capture]]
 
 
+def read_hdr(path: Path, options: ReadOptions) -> Iterator[Capture]:
+    """``.hdr``: an ENVI image; ``raw.hdr`` in a HELICoiD capture folder is that folder's capture."""
+    if path.name == "raw.hdr" and is_helicoid_folder(path.parent):
+        return read_helicoid(path.parent, options)
+    return read_envi_captures(path, options)
+
+
 def read_dat(path: Path, options: ReadOptions) -> Iterator[Capture]:
     """``.dat``: ENVI data when a header of the same stem lies next to it, else a TIVITA cube."""
     for header in (path.with_suffix(".hdr"), path.with_name(path.name + ".hdr")):
         if header.is_file():
-            return read_envi_captures(header, options)
+            return read_envi_captures(path, options)
     return read_tivita(path, options)
 
 
-READERS: dict[str, Reader] = {".hdr": read_envi_captures, ".dat": read_dat, ".npy": read_npy, ".npz": read_npz}
+READERS: dict[str, Reader] = {".hdr": read_hdr, ".dat": read_dat, ".npy": read_npy, ".npz": read_npz}
 
 
 def reader_for(path: Path) -> Reader:
@@ -78,35 +85,81 @@ def capture_files(folder: Path) -> list[Path]:
     return out
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def read_entry(path: Path, options: ReadOptions | None = None) -> Iterator[Capture]:
-    """The captures of one file or HELICoiD folder (raises SourceError when it cannot be read)."""
+    """The captures of one file or HELICoiD folder. Any failure to read it, while opening or while
+    iterating, is a SourceError naming ``path``."""
     options = options or ReadOptions()
-    if path.is_dir():
-        if not is_helicoid_folder(path):
-            raise SourceError(f"{path}: not a HELICoiD capture folder (needs raw.hdr with whiteReference.hdr "
-                              "and darkReference.hdr)")
-        return read_helicoid(path, options)
-    return reader_for(path)(path, options)
+    try:
+        if path.is_dir():
+            if not is_helicoid_folder(path):
+                raise SourceError(f"{path}: not a HELICoiD capture folder (needs raw.hdr with "
+                                  "whiteReference.hdr and darkReference.hdr)")
+            yield from read_helicoid(path, options)
+        else:
+            yield from reader_for(path)(path, options)
+    except SourceError:
+        raise
+    except READ_ERRORS as exc:
+        raise SourceError(f"{path}: cannot be read ({_describe(exc)})") from exc
+
+
+def _entries(path: Path) -> list[Path]:
+    """The capture files and folders ``path`` stands for; SourceError when there are none to read."""
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        return [path]
+    try:
+        entries = capture_files(path)
+    except OSError as exc:  # an unreadable folder: nothing in it can be played
+        raise SourceError(f"{path}: cannot be listed ({_describe(exc)})") from exc
+    if not entries:
+        raise SourceError(f"{path}: folder holds no capture files (known: {', '.join(sorted(READERS))}, "
+                          "or HELICoiD capture folders)")
+    return entries
 
 
 def open_captures(path: str | Path, options: ReadOptions | None = None) -> Iterator[Capture | SourceError]:
     """Every capture in a file or a folder, in order. A file that cannot be read yields its
-    SourceError in its place, so one bad file in a recording does not end the replay."""
-    path = Path(path)
-    if not path.exists():
-        yield SourceError(f"{path}: no such file or folder")
+    SourceError in its place (once), so one bad file in a recording does not end the replay."""
+    try:
+        entries = _entries(Path(path))
+    except SourceError as exc:
+        yield exc
         return
-    entries = capture_files(path) if path.is_dir() else [path]
-    if not entries:
-        yield SourceError(f"{path}: folder holds no capture files (known: {', '.join(sorted(READERS))}, "
-                          "or HELICoiD capture folders)")
     for entry in entries:
         try:
             yield from read_entry(entry, options)
         except SourceError as exc:
             yield exc
-        except OSError as exc:  # vanished or unreadable mid-replay: name it and go on
-            yield SourceError(f"{entry}: cannot be read ({exc.strerror or exc})")
 
 
-__all__ = ["READERS", "ReadOptions", "Reader", "capture_files", "open_captures", "read_entry", "reader_for"]
+def read_capture(path: str | Path, index: int, options: ReadOptions | None = None) -> Capture:
+    """Capture ``index`` (0-based) of a file or folder, counted as ``open_captures`` yields them (a file
+    that cannot be read takes one place). SourceError when that place is a bad file or is out of range
+    (the message says how many captures ``path`` holds)."""
+    path = Path(path)
+    if index < 0:
+        raise SourceError(f"{path}: capture index must be >= 0, got {index}")
+    held = 0
+    for entry in _entries(path):
+        try:
+            for capture in read_entry(entry, options):
+                if held == index:
+                    return capture
+                held += 1
+        except SourceError:
+            if held == index:
+                raise
+            held += 1
+    raise SourceError(f"{path}: holds {held} capture(s) (0..{held - 1}); there is no capture {index}")
+
+
+__all__ = ["READERS", "ReadOptions", "Reader", "capture_files", "open_captures", "read_capture",
+           "read_entry", "reader_for"]

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sources.base import Capture, SourceError
+from ..capture import Capture, SourceError
 from .options import ReadOptions
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ def _float_list(fields: dict[str, Any], key: str, where: str, bands: int) -> np.
         except ValueError:
             raise SourceError(f"{where}: field {key!r} value {i + 1} is {item!r}, which is not a number") from None
     if numbers.size != bands:
-        raise SourceError(f"{where}: field {key!r} has {numbers.size} value(s) for {bands} band(s); expected one per band")
+        raise SourceError(f"{where}: field {key!r} has {numbers.size} value(s) for {bands} band(s); "
+                          "expected one per band")
     return numbers
 
 
@@ -206,7 +207,8 @@ def read_header(path: str | Path) -> EnviHeader:
                           "a reflectance cube must be real-valued")
     if data_type not in DATA_TYPES:
         known = ", ".join(f"{k} ({v.name})" for k, v in DATA_TYPES.items())
-        raise SourceError(f"{where}: 'data type' = {data_type} is not an ENVI data type the node reads (known: {known})")
+        raise SourceError(f"{where}: 'data type' = {data_type} is not an ENVI data type the node reads "
+                          f"(known: {known})")
     interleave = (_scalar(fields, "interleave", where) or "").strip().lower()
     if not interleave:
         raise SourceError(f"{where}: required field 'interleave' is missing (expected bsq, bil or bip)")
@@ -268,7 +270,8 @@ def data_candidates(header_path: Path) -> list[Path]:
 
 
 def find_data_file(header_path: Path) -> Path:
-    """The binary next to ``header_path`` (same stem, no suffix or a usual one), or SourceError listing where it looked."""
+    """The binary next to ``header_path`` (same stem, no suffix or a usual one), or SourceError listing
+    where it looked."""
     candidates = data_candidates(header_path)
     for candidate in candidates:
         if candidate.is_file() and candidate != header_path:
@@ -299,7 +302,7 @@ def read_envi(path: str | Path) -> EnviImage:
     stored = {"bsq": (b, h, w), "bil": (h, b, w), "bip": (h, w, b)}[header.interleave]
     to_hwb = {"bsq": (1, 2, 0), "bil": (0, 2, 1), "bip": (0, 1, 2)}[header.interleave]
     data = np.memmap(data_path, dtype=header.dtype, mode="r", offset=header.header_offset, shape=stored)
-    cube = data.transpose(to_hwb)
+    cube: np.ndarray = data.transpose(to_hwb)
     good = header.bbl if header.bbl is not None else np.ones(b, dtype=bool)
     wavelengths = header.wavelengths_nm
     if not good.all():
@@ -350,13 +353,7 @@ def image_metadata(image: EnviImage) -> dict[str, Any]:
 
 
 def read_envi_captures(path: Path, options: ReadOptions) -> Iterator[Capture]:
-    """The ``.hdr`` reader: one capture per ENVI image. A ``raw.hdr`` inside a HELICoiD capture folder
-    is read with the folder's white/dark references and label map."""
-    from .helicoid import is_helicoid_folder, read_helicoid  # helicoid builds on this module
-
-    if path.name == "raw.hdr" and is_helicoid_folder(path.parent):
-        yield from read_helicoid(path.parent, options)
-        return
+    """One capture per ENVI image (``path`` is the header or its data file)."""
     image = read_envi(path)
     if image.wavelengths_nm is None:
         raise SourceError(f"{path}: no 'wavelength' field; the node needs one wavelength per band")
@@ -397,10 +394,12 @@ def write_envi(header_path: str | Path, cube: np.ndarray, wavelengths_nm: Sequen
     base = np.dtype(dtype or cube.dtype).newbyteorder("=")
     codes = {v: k for k, v in DATA_TYPES.items()}
     if base not in codes:
-        raise ValueError(f"dtype {base} has no ENVI data type (known: {', '.join(str(v) for v in DATA_TYPES.values())})")
+        known = ", ".join(str(v) for v in DATA_TYPES.values())
+        raise ValueError(f"dtype {base} has no ENVI data type (known: {known})")
     h, w, b = cube.shape
     order = {"bsq": (2, 0, 1), "bil": (0, 2, 1), "bip": (0, 1, 2)}[interleave]
-    stored = np.ascontiguousarray(cube.transpose(order), dtype=base.newbyteorder("<" if byte_order == "little" else ">"))
+    stored_dtype = base.newbyteorder("<" if byte_order == "little" else ">")
+    stored = np.ascontiguousarray(cube.transpose(order), dtype=stored_dtype)
     data_path = header_path.with_suffix(data_suffix) if data_suffix else header_path.with_suffix("")
     with open(data_path, "wb") as fh:
         fh.write(b"\0" * header_offset)

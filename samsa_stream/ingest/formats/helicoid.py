@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sources.base import Capture, SourceError
+from ..capture import Capture, SourceError
 from .envi import image_metadata, read_envi
 from .options import ReadOptions
 

@@ -10,13 +10,20 @@ Float data is reflectance; integer data is raw counts (white/dark references com
 
 from __future__ import annotations
 
+import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..sources.base import Capture, SourceError
+from ..capture import READ_ERRORS, Capture, SourceError
 from .options import ReadOptions
+
+# np.load on a damaged file raises these besides READ_ERRORS: numpy's header parser a TokenError,
+# zipfile (.npz) NotImplementedError for an unknown compression method and RuntimeError for a member
+# that looks encrypted. Only calls into np.load and archive members are guarded with them.
+NUMPY_READ_ERRORS: tuple[type[Exception], ...] = (*READ_ERRORS, tokenize.TokenError, NotImplementedError,
+                                                  RuntimeError)
 
 WAVELENGTHS_SUFFIX = "_wavelengths_nm"
 LABELS_SUFFIX = "_labels"
@@ -34,8 +41,8 @@ def _load_vector(path: Path) -> np.ndarray:
         if path.suffix == ".txt":
             return np.loadtxt(path, dtype=np.float64, ndmin=1, delimiter=None)
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: not a readable wavelength list ({exc})") from None
+    except NUMPY_READ_ERRORS as exc:
+        raise SourceError(f"{path}: not a readable wavelength list ({exc or type(exc).__name__})") from exc
 
 
 def wavelength_file(path: Path) -> Path:
@@ -52,8 +59,8 @@ def wavelength_file(path: Path) -> Path:
 def _load_array(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: not a readable .npy {what} ({exc})") from None
+    except NUMPY_READ_ERRORS as exc:
+        raise SourceError(f"{path}: not a readable .npy {what} ({exc or type(exc).__name__})") from exc
 
 
 def read_npy(path: Path, options: ReadOptions) -> Iterator[Capture]:
@@ -62,7 +69,8 @@ def read_npy(path: Path, options: ReadOptions) -> Iterator[Capture]:
     if cubes.ndim == 3:
         cubes = cubes[None]
     if cubes.ndim != 4:
-        raise SourceError(f"{path}: a cube must be H x W x B (or T x H x W x B for a sequence), got shape {cubes.shape}")
+        raise SourceError(f"{path}: a cube must be H x W x B (or T x H x W x B for a sequence), "
+                          f"got shape {cubes.shape}")
     if cubes.dtype.kind not in "fiu":
         raise SourceError(f"{path}: dtype {cubes.dtype} is not numeric")
     wl_path = wavelength_file(path)

@@ -15,5 +15,6 @@ class ReadOptions:
     tivita_wavelength_range_nm: tuple[float, float] = (500.0, 1000.0)
 
     @classmethod
-    def from_settings(cls, settings: IngestSettings) -> "ReadOptions":
-        return cls(tivita_wavelength_range_nm=tuple(settings.tivita_wavelength_range_nm))  # type: ignore[arg-type]
+    def from_settings(cls, settings: IngestSettings) -> ReadOptions:
+        lo, hi = settings.tivita_wavelength_range_nm
+        return cls(tivita_wavelength_range_nm=(lo, hi))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sources.base import Capture, SourceError
+from ..capture import Capture, SourceError
 from .options import ReadOptions
 
 HEADER_BYTES = 12
@@ -54,5 +54,6 @@ def read_tivita(path: Path, options: ReadOptions) -> Iterator[Capture]:
     cube = read_tivita_cube(path)
     lo, hi = options.tivita_wavelength_range_nm
     yield Capture(cube=cube, wavelengths_nm=tivita_wavelengths(cube.shape[2], (lo, hi)), calibration="reflectance",
-                  metadata={"format": "tivita", "file": str(path), "stored_dtype": _DATA_DTYPE.name, "byte_order": "big",
+                  metadata={"format": "tivita", "file": str(path), "stored_dtype": _DATA_DTYPE.name,
+                            "byte_order": "big",
                             "wavelengths_assumed_nm": [lo, hi]})

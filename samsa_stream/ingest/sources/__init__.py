@@ -7,8 +7,11 @@ import threading
 from pathlib import Path
 
 from ...settings import IngestSettings
-from .base import Capture, Source, SourceError
+from ..capture import Capture, SourceError
+from ..formats import ReadOptions
+from .base import Source
 from .phantom import PhantomCamera
+from .plugins import open_plugin, plugin_names
 from .replay import ReplaySource
 from .watch import WatchFolderSource
 
@@ -19,22 +22,20 @@ def make_source(settings: IngestSettings, stop: threading.Event | None = None) -
     """The source named by ``settings.source``:
 
     - ``plugin:NAME``, or a bare plugin name such as ``phantom`` that is not an existing path:
-      the camera plugin (ingest.plugins);
+      the camera plugin (sources.plugins);
     - a folder with ``settings.watch``: each new capture written into it;
     - a file or folder: a replay of its captures.
 
     ``stop`` ends a watched folder's wait for new files; pass the process's stop event.
     Raises SourceError when the source cannot be opened.
     """
-    from .. import formats, plugins  # both import this package's modules
-
     source = settings.source
     if source.startswith(PLUGIN_PREFIX):
-        return plugins.open_plugin(source[len(PLUGIN_PREFIX):], settings)
+        return open_plugin(source[len(PLUGIN_PREFIX):], settings)
     path = Path(source)
-    if not path.exists() and source in plugins.plugin_names():
-        return plugins.open_plugin(source, settings)
-    options = formats.ReadOptions.from_settings(settings)
+    if not path.exists() and source in plugin_names():
+        return open_plugin(source, settings)
+    options = ReadOptions.from_settings(settings)
     if settings.watch:
         return WatchFolderSource(path, options, poll_s=settings.watch_poll_s, settle_s=settings.watch_settle_s,
                                  existing=settings.watch_existing, stop=stop)

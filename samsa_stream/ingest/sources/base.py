@@ -1,33 +1,12 @@
-"""What every frame source yields, and the interface sources implement."""
+"""The interface every frame source implements (``Capture`` and ``SourceError`` live in ingest.capture)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from ...errors import SamsaError
-
-
-class SourceError(SamsaError, ValueError):
-    """A capture that cannot be read; the text names the file or frame and what was expected."""
-
-
-@dataclass
-class Capture:
-    """One frame as a source delivers it, before normalization (any dtype, any band count)."""
-
-    cube: np.ndarray  # (H, W, B)
-    wavelengths_nm: np.ndarray  # (B,)
-    calibration: str = "reflectance"  # "reflectance" (ready) or "raw" (counts; see ingest.calibration)
-    labels: np.ndarray | None = None  # optional (H, W) label map
-    timestamp_ns: int | None = None  # when it was captured, for recorded-pace replay
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # Raw captures: white and dark reference images (L, W, B), (W, B) or (B,), same bands as the cube.
-    white: np.ndarray | None = None
-    dark: np.ndarray | None = None
+from ..capture import Capture, SourceError
 
 
 class Source(ABC):
@@ -46,3 +25,6 @@ class Source(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.name}
+
+
+__all__ = ["Capture", "Source", "SourceError"]

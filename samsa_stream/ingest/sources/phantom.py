@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...settings import PhantomSettings
-from .base import Capture, Source
+from ..capture import Capture
+from .base import Source
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class TissueSpectrum:
     width_nm: float
     dips: tuple[tuple[float, float, float], ...] = ()  # (centre nm, depth, sigma nm)
 
-    def variant(self, shift_nm: float) -> "TissueSpectrum":
+    def variant(self, shift_nm: float) -> TissueSpectrum:
         """The same tissue in another state (e.g. oxygenation): its edge moved by ``shift_nm``."""
         return TissueSpectrum(self.name, self.base, self.rise, self.edge_nm + shift_nm, self.width_nm, self.dips)
 
@@ -79,7 +80,8 @@ class PhantomCamera(Source):
         amplitude_x = s.width * 0.25
         period = max(2.0, 4 * amplitude_x / max(s.motion_px, 1e-6))  # frames for one full swing
         angle = 2 * np.pi * frame_index / period + self.phases[obj]
-        return s.width / 2 + amplitude_x * np.sin(angle), lane_y + 0.15 * lane_y * np.sin(0.5 * angle) * (s.motion_px > 0)
+        drift_y = 0.15 * lane_y * np.sin(0.5 * angle) * (s.motion_px > 0)
+        return s.width / 2 + amplitude_x * np.sin(angle), lane_y + drift_y
 
     def _coverage(self, obj: int, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(fraction of each pixel covered by object ``obj``, its variant blend weight), both (H, W)."""

@@ -5,24 +5,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import formats  # a module reference: formats itself imports sources.base
-from .base import Capture, Source, SourceError
+from ..capture import Capture, SourceError
+from ..formats import ReadOptions, open_captures
+from .base import Source
 
 
 class ReplaySource(Source):
     name = "replay"
 
-    def __init__(self, path: str | Path, loop: bool = False, options: formats.ReadOptions | None = None) -> None:
+    def __init__(self, path: str | Path, loop: bool = False, options: ReadOptions | None = None) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SourceError(f"replay source {self.path}: no such file or folder")
         self.loop = loop
-        self.options = options or formats.ReadOptions()
+        self.options = options or ReadOptions()
 
     def captures(self) -> Iterator[Capture | SourceError]:
         while True:
             good = 0
-            for capture in formats.open_captures(self.path, self.options):
+            for capture in open_captures(self.path, self.options):
                 good += not isinstance(capture, SourceError)
                 yield capture
             if not self.loop or good == 0:

@@ -14,9 +14,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import formats  # a module reference: formats itself imports sources.base
+from ..capture import Capture, SourceError
+from ..formats import ReadOptions, capture_files, read_entry
 from ..formats.envi import data_candidates
-from .base import Capture, Source, SourceError
+from .base import Source
 
 Signature = tuple[tuple[str, int, int], ...]
 
@@ -45,19 +46,18 @@ class WatchFolderSource(Source):
 
     name = "watch"
 
-    def __init__(self, folder: str | Path, options: formats.ReadOptions | None = None, poll_s: float = 0.5,
+    def __init__(self, folder: str | Path, options: ReadOptions | None = None, poll_s: float = 0.5,
                  settle_s: float = 1.0, existing: bool = False, stop: threading.Event | None = None) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise SourceError(f"watch source {self.folder}: not a folder")
-        self.options = options or formats.ReadOptions()
+        self.options = options or ReadOptions()
         self.poll_s, self.settle_s, self.existing = poll_s, settle_s, existing
         self.stop = stop or threading.Event()
-        self.read = 0
 
     def _entries(self) -> list[Path]:
         try:
-            return formats.capture_files(self.folder)
+            return capture_files(self.folder)
         except OSError:  # the folder may be mid-rename or on a flaky share; try again next poll
             return []
 
@@ -83,13 +83,9 @@ class WatchFolderSource(Source):
                 done.add(entry)
                 pending.pop(entry, None)
                 try:
-                    for capture in formats.read_entry(entry, self.options):
-                        self.read += 1
-                        yield capture
+                    yield from read_entry(entry, self.options)
                 except SourceError as exc:
                     yield exc
-                except OSError as exc:
-                    yield SourceError(f"{entry}: cannot be read ({exc.strerror or exc})")
                 if self.stop.is_set():
                     return
             if not ready:

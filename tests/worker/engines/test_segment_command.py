@@ -10,6 +10,7 @@ import pytest
 
 from samsa_stream.cli import main
 from samsa_stream.commands.segment import ClickSpec, parse_click
+from samsa_stream.errors import CommandError
 from samsa_stream.spectral.angles import spectral_angles
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import IMAGE_SIZE
@@ -45,7 +46,7 @@ def test_click_syntax(text: str, expected: ClickSpec) -> None:
     ("1,2@0", "OBJECT must be a positive integer"),
 ])
 def test_bad_click_syntax(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(CommandError, match=message):
         parse_click(text)
 
 
@@ -58,7 +59,7 @@ def test_segment_writes_every_array(capture, tmp_path: Path, engine: str, capsys
     assert run(str(path), "--frame", "1", "--click", f"{x1:.0f},{y1:.0f}", "--click", f"{x2:.0f},{y2:.0f},1@2",
                "--click", "2,2,0@2", "--engine", engine, "--reference-radius", "0", *SAM2_FLAGS,
                "--out", str(out)) == 0
-    assert '"engine": "%s"' % engine in capsys.readouterr().out
+    assert f'"engine": "{engine}"' in capsys.readouterr().out
     with np.load(out) as data:
         assert data["masks"].shape == (2, 48, 64) and data["masks"].dtype == bool
         assert data["logits"].shape == (2, 48, 64) and data["logits"].dtype == np.float32
@@ -93,12 +94,12 @@ def test_segment_reads_envi_written_by_spy(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args, message", [
     (["--click", "64,10"], "click 64,10 is outside the 64x48 image \\(X is the column 0..63, Y the row 0..47\\)"),
     (["--click", "10,-1"], "outside the 64x48 image"),
-    (["--click", "10,10", "--frame", "3"], "holds 3 frame\\(s\\); --frame 3 is out of range"),
+    (["--click", "10,10", "--frame", "3"], "capture.npz: holds 3 capture\\(s\\) \\(0..2\\); there is no capture 3"),
     (["--click", "10,10,0"], "object 1 does not exist yet: its first click must be positive"),
     (["--click", "10,10", "--engine", "rgb"], "engine 'rgb' needs --checkpoint PATH"),
     (["--click", "10,10", "--engine", "rgb", "--checkpoint", "/nonexistent/sam2.1_hiera_tiny.pt"],
      "SAM2 checkpoint /nonexistent/sam2.1_hiera_tiny.pt does not exist"),
-    (["--click", "10,10", "--engine", "sam3"], "worker.engine: Input should be 'spectral', 'rgb', 'prompt' or 'decoder'"),
+    (["--click", "10,10", "--engine", "sam3"], "worker.engine: .*engine 'sam3' is not available"),
 ])
 def test_bad_input_is_named(capture, tmp_path: Path, capsys, args: list[str], message: str) -> None:
     path, _, _ = capture
@@ -120,3 +121,24 @@ def test_missing_input_and_bad_click_flag(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         run(str(tmp_path / "none.npz"), "--click", "1;1", "--out", str(tmp_path / "o.npz"))
     assert "must be X,Y[,LABEL][@OBJECT]" in capsys.readouterr().err
+
+
+def test_raw_counts_scaled_segment_like_their_reflectance(capture, tmp_path: Path, capsys) -> None:
+    """The spectral angle does not depend on scale: counts of a flat-lit scene, scaled by the dtype's range,
+    give the mask of the calibrated reflectance."""
+    path, cam, frames = capture
+    counts = tmp_path / "counts.npy"
+    np.save(counts, np.round(frames[1].cube * 4000).astype(np.uint16))  # counts = reflectance x 4000, no dark
+    np.save(tmp_path / "counts_wavelengths_nm.npy", frames[1].wavelengths_nm)
+    x, y = cam.centre(0, 1)
+    click = ["--click", f"{x:.0f},{y:.0f}", "--engine", "spectral"]
+    assert run(str(counts), *click, "--out", str(tmp_path / "refused.npz")) == 1
+    assert "set ingest.raw_counts=scale" in capsys.readouterr().err
+    assert run(str(path), "--frame", "1", *click, "--out", str(tmp_path / "reflectance.npz")) == 0
+    assert run(str(counts), *click, "--set", "ingest.raw_counts=scale", "--out", str(tmp_path / "scaled.npz")) == 0
+    assert "frame is scaled_counts, not calibrated reflectance" in capsys.readouterr().out
+    with np.load(tmp_path / "reflectance.npz") as a, np.load(tmp_path / "scaled.npz") as b:
+        assert (str(a["calibration"]), str(b["calibration"])) == ("reflectance", "scaled_counts")
+        want, got = a["masks"][0], b["masks"][0]
+    assert want.sum() > 50
+    assert np.logical_xor(want, got).sum() <= 0.01 * want.sum()  # quantization to counts may flip an edge pixel

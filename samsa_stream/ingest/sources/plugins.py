@@ -19,9 +19,10 @@ import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
-from ..settings import IngestSettings
-from .sources.base import Source, SourceError
-from .sources.phantom import PhantomCamera
+from ...settings import IngestSettings
+from ..capture import SourceError
+from .base import Source
+from .phantom import PhantomCamera
 
 log = logging.getLogger(__name__)
 
