@@ -1,7 +1,11 @@
 """The ingest process: read a source, normalize each capture, publish the frame.
 
-The frame link is PUB: a worker that is down or busy never blocks the camera; frames it
-cannot take are dropped at the high-water mark and the worker counts the gap.
+Reading and normalizing run on a daemon thread one capture ahead of the sender (``CaptureReader``),
+so the loop answers a stop within a poll interval even while a large capture is being read; on
+stop it returns without waiting for a reader that is still blocked in the source.
+
+The frame link is PUB (``transport.FrameLink``): a worker that is down or busy never blocks the
+camera; frames it cannot take are dropped at the high-water mark and the worker counts the gap.
 """
 
 from __future__ import annotations
@@ -9,16 +13,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..protocol import ProtocolError, now_ns, stamp, topic
+from ..errors import ProtocolError
+from ..protocol import CubeFrame, now_ns
 from ..runtime import ProcessStats
 from ..settings import Settings
-from ..transport import ShmWriter, SocketFactory, send_nowait, uses_shared_memory
+from ..transport import FrameLink, Mailbox, PollLoop, SocketFactory, frame_link
+from .capture import Capture, SourceError
 from .normalize import Normalizer
-from .sources import Source, SourceError, make_source
+from .sources import Source, make_source
 
 log = logging.getLogger(__name__)
+
+READER_JOIN_S = 0.5  # how long a stopping ingest waits for its reader thread before leaving it behind
 
 
 class Pacer:
@@ -26,7 +36,6 @@ class Pacer:
 
     def __init__(self, mode: str, fps: float, stop: threading.Event) -> None:
         self.mode, self.period, self.stop = mode, 1.0 / fps, stop
-        self.by_timestamps = mode == "recorded"  # then it needs the capture (its timestamp) before waiting
         self._start: float | None = None
         self._first_ts: int | None = None
         self._count = 0
@@ -48,57 +57,143 @@ class Pacer:
             self._start, self._count, self._first_ts = now, 1, timestamp_ns  # fell far behind: restart the clock
 
 
+@dataclass
+class Normalized:
+    """A capture ready to send, with the timestamp the ``recorded`` pace waits for."""
+
+    frame: CubeFrame
+    timestamp_ns: int | None
+
+
+@dataclass
+class SourceEnded:
+    """The source has no more captures (``failure``: it raised instead of ending)."""
+
+    failure: BaseException | None = None
+
+
+ReaderItem = Normalized | SourceError | ProtocolError | SourceEnded
+
+
+class CaptureReader:
+    """Reads and normalizes captures on a daemon thread, at most one ahead of the sender.
+
+    ``fileno()`` is readable while a result waits, so a ``PollLoop`` can wait on it; ``take``
+    returns a ``Normalized`` frame, the SourceError/ProtocolError of a capture that cannot be
+    used, or ``SourceEnded``. Frame ids count the frames that normalized, from 0."""
+
+    def __init__(self, source: Source, normalize: Callable[[Capture, int], CubeFrame]) -> None:
+        self._source, self._normalize = source, normalize
+        self._mailbox: Mailbox[ReaderItem] = Mailbox(1)
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capture-reader", daemon=True)
+        self._thread.start()
+
+    def fileno(self) -> int:
+        return self._mailbox.fileno()
+
+    def take(self) -> ReaderItem | None:
+        return self._mailbox.take()
+
+    def _run(self) -> None:
+        frame_id = 0
+        try:
+            for capture in self._source.captures():
+                if self._halt.is_set():
+                    return
+                item: ReaderItem
+                if isinstance(capture, SourceError):  # a bad file in a recording: reported, the source goes on
+                    item = capture
+                else:
+                    try:
+                        item = Normalized(self._normalize(capture, frame_id), capture.timestamp_ns)
+                        frame_id += 1
+                    except (SourceError, ProtocolError) as exc:
+                        item = exc
+                if not self._mailbox.put_wait(item, self._halt):
+                    return
+            self._mailbox.put_wait(SourceEnded(), self._halt)
+        except Exception as exc:  # the source broke: the sender logs it and ends the process (systemd restarts it)
+            self._mailbox.put_wait(SourceEnded(exc), self._halt)
+        finally:
+            if self._halt.is_set():
+                self._mailbox.close()  # the loop has let go of it; a reader that outlived close() closes it
+
+    def close(self) -> bool:
+        """Stop reading; True if the reader thread ended within ``READER_JOIN_S`` (else it is left behind,
+        blocked in the source, and ends with the process)."""
+        self._halt.set()
+        self._thread.join(READER_JOIN_S)
+        if self._thread.is_alive():
+            return False
+        self._mailbox.close()
+        return True
+
+
 def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | None = None,
-               source: Source | None = None) -> ProcessStats:
-    """Publish frames until the source ends, ``ingest.frames`` are sent, or ``stop`` is set."""
+               source: Source | None = None, link: FrameLink | None = None) -> ProcessStats:
+    """Publish frames until the source ends, ``ingest.frames`` are sent, or ``stop`` is set.
+
+    ``link`` replaces the frame link the settings describe (a test's ``transport.InProcessLink``)."""
     cfg = settings.ingest
     stats = ProcessStats("ingest", settings.log.stats_interval_s)
     source = source or make_source(cfg, stop)
     stats.info["source"] = source.describe()
     normalizer = Normalizer(cfg)
     pacer = Pacer(cfg.pace, cfg.fps, stop)
-    frame_topic = topic("frame", cfg.stream_id)
-    log.info("ingest up: %s -> %s (stream %s)", source.describe(), settings.endpoints.frames, cfg.stream_id)
-    shm = ShmWriter(cfg.stream_id, settings.sockets.shm_slots) \
-        if uses_shared_memory(settings.sockets.shared_memory, settings.endpoints.frames) else None
-    stats.info["shared_memory"] = shm is not None
+    log.info("ingest up: %s -> %s (stream %s)", source.describe(),
+             "in-process link" if link else settings.endpoints.frames, cfg.stream_id)
+    ended = threading.Event()
+    failures: list[BaseException] = []
     with SocketFactory(settings) as sockets:
-        pub = sockets.socket("frames_out")
-        frame_id = 0
-        captures = source.captures()
+        sender = (link or frame_link(settings, sockets)).sender(stats)
+        # capture_ns is set when the frame goes out (the tick), not when it was read ahead.
+        reader = CaptureReader(source, lambda capture, frame_id: normalizer(capture, cfg.stream_id, frame_id, 0))
+
+        def send_next() -> None:
+            item = reader.take()
+            if item is None:
+                return
+            if isinstance(item, SourceEnded):
+                ended.set()
+                if item.failure is not None:
+                    failures.append(item.failure)  # raised once the links are closed
+                    return
+                log.info("source ended after %d frame(s)", stats.counters["frames_captured"])
+                return
+            if isinstance(item, (SourceError, ProtocolError)):
+                stats.error("captures_rejected", str(item))
+                return
+            pacer.wait(item.timestamp_ns)  # a camera captures at the tick, not a frame period early
+            if stop.is_set():
+                return
+            frame = item.frame
+            frame.capture_ns = now_ns()
+            stats.count("nonfinite_replaced", frame.source.get("nonfinite_replaced", 0))
+            try:
+                sent = sender.send(frame)
+            except ProtocolError as exc:
+                stats.error("captures_rejected", str(exc))
+                return
+            stats.count("frames_captured")
+            stats.count("frames_sent" if sent else "frames_send_dropped")
+            if cfg.frames and stats.counters["frames_captured"] >= cfg.frames:
+                ended.set()
+
+        loop = PollLoop(stop, settings.sockets.poll_ms, stats)
+        loop.add(reader, send_next)
         try:
-            while not stop.is_set() and (cfg.frames == 0 or frame_id < cfg.frames):
-                if not pacer.by_timestamps:
-                    pacer.wait(None)  # a camera captures at the tick, not a frame period early
-                capture = next(captures, None)
-                if capture is None:
-                    log.info("source ended after %d frame(s)", frame_id)
-                    break
-                if isinstance(capture, SourceError):  # a bad file in a recording: skip it, keep going
-                    stats.error("captures_rejected", str(capture))
-                    continue
-                if pacer.by_timestamps:
-                    pacer.wait(capture.timestamp_ns)
-                try:
-                    frame = normalizer(capture, cfg.stream_id, frame_id, now_ns())
-                    stats.count("nonfinite_replaced", frame.source.get("nonfinite_replaced", 0))
-                    ref = None if shm is None else shm.put(frame.cube).to_header()
-                    stamp(frame.hops, "ingest_out")
-                    parts = frame.to_parts(ref)
-                except (SourceError, ProtocolError) as exc:
-                    stats.error("captures_rejected", str(exc))
-                    continue
-                stats.count("frames_captured")
-                if send_nowait(pub, [frame_topic, *parts]):
-                    stats.count("frames_sent")
-                else:
-                    stats.count("frames_send_dropped")
-                frame_id += 1
-                stats.maybe_log()
+            loop.run(ended.is_set)
         finally:
-            source.close()
-            if shm is not None:
-                shm.close()
+            if not reader.close():
+                log.warning("the source is still busy reading; leaving its reader thread behind")
+            try:
+                source.close()
+            except Exception:  # closing a camera that is mid-read must not hide the stop
+                log.exception("closing the source failed")
+            sender.close()
     stats.write(stats_file)
     log.info("ingest stopped: %s", dict(stats.counters))
+    if failures:
+        raise failures[0]  # a source that breaks is a programming error: it keeps its traceback
     return stats

@@ -1,13 +1,25 @@
-"""How bytes move between processes (ZeroMQ sockets). What they mean lives in ``protocol``."""
+"""How bytes move between processes (ZeroMQ sockets, shared memory, in-process mailboxes).
+What they mean lives in ``protocol``."""
 
+from .link import (
+    FrameLink,
+    FrameReceiver,
+    FrameSender,
+    InProcessLink,
+    InProcessResultSink,
+    ResultSink,
+    SocketFrameLink,
+    SocketResultSink,
+    frame_link,
+    same_host,
+    uses_shared_memory,
+)
 from .loop import PollLoop
-from .shm import ShmReader, ShmRef, ShmWriter
+from .mailbox import Mailbox
+from .shm import ShmReader, ShmRef, ShmWriter, SlotLapped
 from .sockets import ROLES, SocketFactory, drain, send_nowait
 
-
-def uses_shared_memory(mode: str, endpoint: str) -> bool:
-    """Whether frames on ``endpoint`` pass through shared memory (``mode``: auto, on, off)."""
-    return mode == "on" or (mode == "auto" and endpoint.startswith(("ipc://", "inproc://")))
-
-
-__all__ = ["PollLoop", "ROLES", "ShmReader", "ShmRef", "ShmWriter", "SocketFactory", "drain", "send_nowait", "uses_shared_memory"]
+__all__ = ["FrameLink", "FrameReceiver", "FrameSender", "InProcessLink", "InProcessResultSink", "Mailbox", "PollLoop",
+           "ROLES", "ResultSink", "ShmReader", "ShmRef", "ShmWriter", "SlotLapped", "SocketFactory",
+           "SocketFrameLink", "SocketResultSink", "drain", "frame_link", "same_host", "send_nowait",
+           "uses_shared_memory"]

@@ -1,5 +1,8 @@
 """The one poll loop every process runs: wait on its sockets, hand each ready socket to its handler.
 
+Besides zmq sockets, anything with a ``fileno()`` (or a plain file descriptor) can be waited on,
+such as a ``Mailbox`` between threads; the handler then gets called while it is readable.
+
 A handler that raises costs that one pass, never the process: the fault is counted
 (``loop_faults``) and logged with its traceback, and the loop goes on. Handlers turn the
 malformed messages they expect into counted rejections themselves; this guard is the last line.
@@ -8,6 +11,7 @@ malformed messages they expect into counted rejections themselves; this guard is
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -25,16 +29,28 @@ class PollLoop:
     def __init__(self, stop: threading.Event, poll_ms: int, stats: ProcessStats) -> None:
         self.stop, self.poll_ms, self.stats = stop, poll_ms, stats
         self._poller = zmq.Poller()
-        self._handlers: list[tuple[zmq.Socket, Callable[[], Any]]] = []
+        self._handlers: list[tuple[Any, Callable[[], Any]]] = []
 
-    def add(self, sock: zmq.Socket, handler: Callable[[], Any]) -> None:
-        """Call ``handler()`` whenever ``sock`` has something to read."""
-        self._poller.register(sock, zmq.POLLIN)
-        self._handlers.append((sock, handler))
+    @staticmethod
+    def _key(sock: Any) -> Any:
+        """What the poller reports a ready source as: the zmq socket itself, or a plain fd's number."""
+        if isinstance(sock, zmq.Socket):
+            return sock
+        return sock if isinstance(sock, int) else sock.fileno()
 
-    def ready(self, sock: zmq.Socket) -> bool:
+    def add(self, sock: Any, handler: Callable[[], Any]) -> None:
+        """Call ``handler()`` whenever ``sock`` (a zmq socket, a file descriptor or an object with
+        ``fileno()``) has something to read."""
+        key = self._key(sock)
+        self._poller.register(key, zmq.POLLIN)
+        self._handlers.append((key, handler))
+
+    def ready(self, sock: Any) -> bool:
         """Whether ``sock`` has something to read right now (for serving it between slower steps)."""
-        return bool(sock.poll(0, zmq.POLLIN))
+        key = self._key(sock)
+        if isinstance(key, zmq.Socket):
+            return bool(key.poll(0, zmq.POLLIN))
+        return bool(select.select([key], [], [], 0)[0])
 
     def guarded(self, what: str, fn: Callable[[], Any]) -> Any:
         """``fn()``; an exception is counted and logged with its traceback, and None returned."""

@@ -1,18 +1,27 @@
 """The one place sockets are made: each role's type, bind/connect side, high-water marks,
-linger and CurveZMQ keys come from the settings here, so no socket is configured twice."""
+linger and CurveZMQ keys come from the settings here, so no socket is configured twice.
+
+ipc endpoints: the socket folder must belong to this user (or root) and be writable by nobody
+else, since whoever can write there can replace a socket and read or forge the node's messages;
+a missing folder is created 0700. The socket files a factory bound are removed when it closes.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from ..errors import TransportError
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ class SocketFactory:
         self.context = context or zmq.Context()
         self._own_context = context is None
         self._sockets: list[zmq.Socket] = []
+        self._bound_ipc: list[tuple[Path, int, int]] = []  # (path, st_dev, st_ino) of the socket files bound
         self._auth: ThreadAuthenticator | None = None
 
     def socket(self, role_name: str, endpoint: str | None = None, subscribe: bytes | None = b"") -> zmq.Socket:
@@ -66,19 +76,32 @@ class SocketFactory:
             sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to live peers, so a dead peer reads as "full"
         if role.kind == zmq.SUB and subscribe is not None:
             sock.setsockopt(zmq.SUBSCRIBE, subscribe)
-        self._secure(sock, role, endpoint)
         try:
+            self._secure(sock, role, endpoint)
+            check_ipc_folder(endpoint, create=role.bind)
             if role.bind:
-                _prepare_ipc(endpoint)
                 sock.bind(endpoint)
+                self._remember_ipc(endpoint)
             else:
                 sock.connect(endpoint)
         except zmq.ZMQError as exc:
             sock.close(0)
             side = "bind" if role.bind else "connect"
-            raise RuntimeError(f"cannot {side} {role_name} socket on {endpoint}: {exc}") from None
+            raise TransportError(f"cannot {side} {role_name} socket on {endpoint}: {exc}") from None
+        except BaseException:
+            sock.close(0)
+            raise
         self._sockets.append(sock)
         return sock
+
+    def _remember_ipc(self, endpoint: str) -> None:
+        path = _ipc_path(endpoint)
+        if path is not None:
+            try:
+                info = path.lstat()
+            except OSError:
+                return
+            self._bound_ipc.append((path, info.st_dev, info.st_ino))
 
     def _secure(self, sock: zmq.Socket, role: Role, endpoint: str) -> None:
         sec = self.settings.security
@@ -86,32 +109,44 @@ class SocketFactory:
             return  # ipc/inproc stay on this host; file permissions guard them
         if role.server:
             if sec.server_secret_key is None:
-                raise RuntimeError(f"security.curve is on but security.server_secret_key is not set for {endpoint}")
-            public, secret = zmq.auth.load_certificate(str(sec.server_secret_key))
-            self._start_auth()
+                raise TransportError(f"security.curve is on but security.server_secret_key is not set for {endpoint}")
+            public, secret = _load_certificate(sec.server_secret_key, "server_secret_key")
+            self._start_auth(endpoint)
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_server = True
         else:
             if sec.client_secret_key is None or sec.server_public_key is None:
-                raise RuntimeError("security.curve is on: a client needs client_secret_key and server_public_key")
-            public, secret = zmq.auth.load_certificate(str(sec.client_secret_key))
-            server_public, _ = zmq.auth.load_certificate(str(sec.server_public_key))
+                raise TransportError("security.curve is on: a client needs client_secret_key and server_public_key")
+            public, secret = _load_certificate(sec.client_secret_key, "client_secret_key")
+            server_public, _ = _load_certificate(sec.server_public_key, "server_public_key")
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_serverkey = server_public
 
-    def _start_auth(self) -> None:
-        if self._auth is not None:
-            return
+    def _start_auth(self, endpoint: str) -> None:
         allowed = self.settings.security.authorized_clients_dir
         if allowed is None:
-            raise RuntimeError("security.curve is on: set security.authorized_clients_dir (the client key allow-list)")
+            raise TransportError("security.curve is on: set security.authorized_clients_dir "
+                                 "(the folder of allowed client public keys)")
+        any_client = str(allowed) == "*"
+        if any_client:
+            if not is_loopback(endpoint):
+                raise TransportError(f"security.authorized_clients_dir = '*' lets any client with any key in; refused "
+                                     f"on {endpoint}, which is not a loopback address: list the allowed keys' folder")
+            log.warning("SECURITY: authorized_clients_dir = '*' on %s: ANY client key is accepted (encryption without "
+                        "an allow-list); acceptable on loopback for tests only", endpoint)
+        elif not allowed.is_dir():
+            raise TransportError(f"security.authorized_clients_dir {allowed} is not a folder of client public keys")
+        if self._auth is not None:
+            return
         self._auth = ThreadAuthenticator(self.context)
         self._auth.start()
-        self._auth.configure_curve(domain="*", location=str(allowed))
+        # zmq's CURVE_ALLOW_ANY is the string "*"; anything else is the folder of allowed public keys.
+        self._auth.configure_curve(domain="*", location="*" if any_client else str(allowed))
 
     def close(self) -> None:
+        """Close every socket, stop the authenticator, end an own context, then remove the ipc files bound."""
         for sock in self._sockets:
             sock.close(self.settings.sockets.linger_ms)
         self._sockets.clear()
@@ -120,20 +155,84 @@ class SocketFactory:
             self._auth = None
         if self._own_context:
             self.context.term()
+        for path, dev, ino in self._bound_ipc:
+            try:
+                info = path.lstat()
+                if (info.st_dev, info.st_ino) == (dev, ino) and stat.S_ISSOCK(info.st_mode):
+                    path.unlink()  # only our own socket file: a successor may have bound the path meanwhile
+            except OSError:
+                pass
+        self._bound_ipc.clear()
 
-    def __enter__(self) -> "SocketFactory":
+    def __enter__(self) -> SocketFactory:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-def _prepare_ipc(endpoint: str) -> None:
-    if endpoint.startswith("ipc://"):
-        path = Path(endpoint[len("ipc://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not path.is_socket():
-            raise RuntimeError(f"ipc endpoint {endpoint}: {path} exists and is not a socket")
+def _load_certificate(path: Path, field: str) -> tuple[bytes, bytes | None]:
+    try:
+        return zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise TransportError(f"security.{field} {path} cannot be read as a zmq certificate: {exc}") from None
+
+
+def _ipc_path(endpoint: str) -> Path | None:
+    if not endpoint.startswith("ipc://") or endpoint.startswith("ipc://@"):  # '@': Linux abstract namespace
+        return None
+    return Path(endpoint[len("ipc://"):])
+
+
+def check_ipc_folder(endpoint: str, create: bool = False) -> None:
+    """For ipc endpoints: the socket's folder must be writable by its owner alone, and that owner must be this
+    user (or root) on the binding side.
+
+    ``create`` (the binding side) makes a missing folder, 0700; a connecting side leaves a missing one to the binder.
+    Raises TransportError naming the folder, its owner and mode, or a path that is there but no socket."""
+    path = _ipc_path(endpoint)
+    if path is None:
+        return
+    folder = path.parent
+    if create and not folder.exists():
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TransportError(f"ipc endpoint {endpoint}: cannot create socket folder {folder}: {exc}") from None
+    try:
+        info = folder.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise TransportError(f"ipc endpoint {endpoint}: socket folder {folder} cannot be checked: {exc}") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if not stat.S_ISDIR(info.st_mode):
+        raise TransportError(f"ipc endpoint {endpoint}: {folder} is not a folder")
+    # The binder must own the folder; a connecting console (e.g. another user in the node's group) only needs
+    # to know that no one but the folder's owner can plant a socket there.
+    if (create and info.st_uid not in (os.getuid(), 0)) or mode & 0o022:
+        raise TransportError(f"ipc endpoint {endpoint}: socket folder {folder} is owned by uid {info.st_uid} with mode "
+                             f"{mode:04o}; it must be writable by its owner alone (e.g. chmod 0750), and the process "
+                             f"that binds there must own it (this is uid {os.getuid()}), since whoever can write there "
+                             "can replace the sockets")
+    if create and (path.exists() or path.is_symlink()) and not stat.S_ISSOCK(path.lstat().st_mode):
+        raise TransportError(f"ipc endpoint {endpoint}: {path} exists and is not a socket")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether a tcp:// endpoint's host is a loopback address (127.0.0.0/8, ::1, localhost); '*' is not."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://"):].rpartition(":")[0]
+    if ";" in host:  # 'tcp://source;host:port' connects from a local address: the host is what counts
+        host = host.rpartition(";")[2]
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def send_nowait(sock: zmq.Socket, parts: list[Any]) -> bool:

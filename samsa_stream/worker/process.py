@@ -1,103 +1,135 @@
 """The worker process: freshest frame in, every object's mask out; answers prompt requests.
 
 Frames that arrive while a frame is being segmented are dropped and counted (never queued).
-The state and segmentation live in ``core.Worker``; this module is the loop around its sockets.
+The state and segmentation live in ``core.Worker``; this module is the loop around its links:
+the frame link (``transport.FrameReceiver``), the prompt socket and the result sink, all
+waited on by one ``transport.PollLoop``. Any link can be in-process, so the loop runs in a test
+thread without sockets for frames and results.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 
-from ..protocol import CubeFrame, PromptReply, PromptRequest, ProtocolError, now_ns, stamp
+from ..errors import ProtocolError
+from ..protocol import CubeFrame, PromptReply, stamp
 from ..runtime import ProcessStats
 from ..settings import Settings
-from ..transport import SocketFactory, drain, send_nowait
+from ..transport import (
+    FrameLink,
+    FrameReceiver,
+    PollLoop,
+    ResultSink,
+    SocketFactory,
+    SocketResultSink,
+    drain,
+    frame_link,
+    send_nowait,
+)
 from .core import Worker
+from .engines import Engine
 
 log = logging.getLogger(__name__)
 
 
-def _drain_frames(sock: zmq.Socket, worker: Worker) -> set[str]:
-    """Read every frame waiting on ``sock``; only the newest per stream will be segmented."""
-    touched: set[str] = set()
+def _take_frames(frames: FrameReceiver, worker: Worker) -> None:
+    """Receive every waiting frame; only the newest per stream is kept for segmentation."""
     newest: dict[str, CubeFrame] = {}
-    for parts in drain(sock):
-        received = now_ns()  # before decoding, so the frame link's hop is transport alone
-        worker.stats.count("frames_received")
-        try:
-            frame = worker.decode_frame(parts[1:])  # parts[0] is the topic
-        except ProtocolError as exc:
-            worker.stats.error("frames_rejected", str(exc))
-            continue
-        frame.hops.append(["worker_in", received])
+    for frame in frames.receive():
         if frame.stream_id in newest:
             worker.stats.count("frames_stale")  # superseded before it could be segmented
         newest[frame.stream_id] = frame
     for frame in newest.values():
-        worker.accept(frame)
-        touched.add(frame.stream_id)
-    return touched
+        try:
+            worker.accept(frame)
+        except ProtocolError as exc:
+            worker.stats.error("frames_rejected", str(exc))
 
 
 def _serve_prompts(sock: zmq.Socket, worker: Worker) -> None:
+    """Answer every waiting prompt request: each gets exactly one reply (``Worker.answer`` never raises),
+    echoing its request id whenever that could be read."""
     for parts in drain(sock):
         identity, body = parts[0], parts[1:]
+        reply = worker.answer(body)
         try:
-            request = PromptRequest.from_parts(body)
-            reply = worker.handle_prompt(request)
-        except ProtocolError as exc:
-            worker.stats.error("prompts_rejected", f"malformed prompt request: {exc}")
-            reply = PromptReply(0, False, error=f"malformed prompt request: {exc}")
-        send_nowait(sock, [identity, *reply.to_parts()])
+            out = reply.to_parts()
+        except Exception:  # an unencodable reply still gets the console an answer
+            worker.stats.count("replies_unencodable")
+            log.exception("the reply to prompt request %d could not be encoded", reply.request_id)
+            out = PromptReply(reply.request_id, False, error="the worker's reply could not be encoded").to_parts()
+        if not send_nowait(sock, [identity, *out]):
+            worker.stats.count("replies_dropped")  # the console stopped reading; it times out and asks again
 
 
-def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | None = None) -> ProcessStats:
-    """Serve until ``stop`` is set; returns the final counters."""
-    worker = Worker(settings)
+def _publish_dirty(worker: Worker, frames: FrameReceiver, results: ResultSink, between: Callable[[], None]) -> None:
+    """Segment every stream with a new frame or changed prompts and send the results; ``between``
+    runs after each stream (serving prompts), so it may add, change or evict streams."""
     stats = worker.stats
-    log.info("worker up: engine=%s frames<-%s prompts@%s results->%s", worker.engine.name,
-             settings.endpoints.frames, settings.endpoints.prompts, settings.endpoints.results)
-    for notice in worker.engine.notices:
-        log.warning("notice: %s", notice)
-    with SocketFactory(settings) as sockets:
-        frames = sockets.socket("frames_in", subscribe=b"frame/")
-        prompts = sockets.socket("prompts_server")
-        results = sockets.socket("results_out")
-        poller = zmq.Poller()
-        poller.register(frames, zmq.POLLIN)
-        poller.register(prompts, zmq.POLLIN)
-        while not stop.is_set():
-            ready = dict(poller.poll(settings.sockets.poll_ms))
-            if prompts in ready:
-                _serve_prompts(prompts, worker)
-            if frames in ready:
-                _drain_frames(frames, worker)
-            for stream_id, stream in worker.streams.items():
-                if not stream.dirty or not stream.frames:
-                    continue
-                try:
-                    result = worker.segment(stream_id)
-                except Exception:  # an engine fault costs this frame, never the stream
-                    stream.dirty = False
-                    stats.count("frames_failed")
-                    log.exception("segmenting stream %s frame %s failed", stream_id, stream.last_frame_id)
-                    continue
-                if not worker.intact(stream.frames[-1]):
-                    stats.count("frames_overwritten")  # the camera lapped the ring while we worked: result is void
-                    continue
-                stamp(result.hops, "worker_out")
-                if send_nowait(results, result.to_parts()):
-                    stats.count("results_sent")
-                else:
-                    stats.count("results_dropped")  # publisher absent or behind; the next frame replaces it
-                if prompts in dict(poller.poll(0)):
+    for stream_id in worker.dirty_streams():  # a snapshot: prompts served in between may change the dict
+        stream = worker.streams.get(stream_id)
+        if stream is None or not stream.dirty or not stream.frames:
+            continue  # evicted or reset meanwhile
+        frame = stream.frames[-1]
+        try:
+            result = worker.segment(stream_id)
+        except Exception:  # an engine fault costs this frame, never the stream
+            stream.dirty = False
+            stats.count("frames_failed")
+            log.exception("segmenting stream %s frame %s failed", stream_id, frame.frame_id)
+            continue
+        if not frames.intact(frame):
+            stats.count("frames_overwritten")  # its cube changed under the engine: the result is void
+            continue
+        stamp(result.hops, "worker_out")
+        worker.observe_result(result)
+        if results.send(result):
+            stats.count("results_sent")
+        else:
+            stats.count("results_dropped")  # publisher absent or behind; the next frame replaces it
+        between()
+
+
+def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | None = None, *,
+               engine: Engine | None = None, link: FrameLink | None = None, results: ResultSink | None = None,
+               context: zmq.Context | None = None) -> ProcessStats:
+    """Serve until ``stop`` is set; returns the final counters.
+
+    By default every link comes from the settings; a test passes ``engine``, an in-process ``link``
+    and ``results`` sink, and a zmq ``context`` shared with its console for an inproc:// prompt endpoint."""
+    stats = ProcessStats("worker", settings.log.stats_interval_s)
+    with SocketFactory(settings, context) as sockets:
+        frames = (link or frame_link(settings, sockets)).receiver(stats)
+        try:
+            worker = Worker(settings, engine=engine, stats=stats, intact=frames.intact)
+        except BaseException:
+            frames.close()
+            raise
+        log.info("worker up: engine=%s frames<-%s prompts@%s results->%s", worker.engine.name,
+                 "in-process link" if link else settings.endpoints.frames, settings.endpoints.prompts,
+                 "in-process sink" if results else settings.endpoints.results)
+        for notice in worker.engine.notices:
+            log.warning("notice: %s", notice)
+        try:
+            prompts = sockets.socket("prompts_server")
+            sink = results or SocketResultSink(sockets.socket("results_out"))
+            loop = PollLoop(stop, settings.sockets.poll_ms, stats)
+            loop.add(prompts, lambda: _serve_prompts(prompts, worker))
+            loop.add(frames.pollable, lambda: _take_frames(frames, worker))
+
+            def serve_waiting_prompts() -> None:
+                if loop.ready(prompts):
                     _serve_prompts(prompts, worker)  # keep clicks responsive between streams
-            stats.maybe_log()
-    worker.close()
+
+            loop.run(lambda: _publish_dirty(worker, frames, sink, serve_waiting_prompts))
+        finally:
+            worker.close()  # frames go first: their cubes are views of the receiver's rings
+            frames.close()
     stats.write(stats_file)
     log.info("worker stopped: %s", dict(stats.counters))
     return stats

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from samsa_stream.display.console import PromptConsole, PromptTimeout
-from samsa_stream.node import LocalNode
+from samsa_stream.node import LocalNode, free_tcp_port
 from samsa_stream.settings import load_settings
 from tests.integration.conftest import console_for
 
@@ -62,3 +62,35 @@ def test_curve_without_keys_is_a_settings_error() -> None:
 
     with pytest.raises(SettingsError, match="security"):
         load_settings(overrides={"security": {"curve": True}})
+
+
+def _allow_any(tmp_path: Path, prompts: str | None = None) -> LocalNode:
+    keys = tmp_path / "keys"
+    make_keys(keys, "node")
+    security = {"curve": True, "server_secret_key": str(keys / "node.key_secret"),
+                "client_secret_key": str(keys / "node.key_secret"), "server_public_key": str(keys / "node.key"),
+                "authorized_clients_dir": "*"}
+    overrides: dict = {"security": security}
+    if prompts is not None:
+        overrides["endpoints"] = {"prompts": prompts}
+    return LocalNode(overrides, transport="tcp", run_dir=tmp_path)
+
+
+def test_allow_any_client_is_refused_on_a_link_that_leaves_the_host(tmp_path: Path) -> None:
+    with _allow_any(tmp_path, prompts=f"tcp://0.0.0.0:{free_tcp_port()}") as node:
+        node.start("worker")
+        assert node.wait("worker", timeout=30) == 1, node.log_text("worker")[-2000:]
+        text = node.log_text("worker")
+        assert "authorized_clients_dir = '*'" in text and "not a loopback address" in text
+        assert "Traceback" not in text
+
+
+def test_allow_any_client_on_loopback_works_and_says_so_loudly(tmp_path: Path) -> None:
+    with _allow_any(tmp_path) as node:
+        node.start("worker")
+        console = console_for(node)
+        try:
+            assert console.request("status").ok
+        finally:
+            console.close()
+        assert "ANY client key is accepted" in node.log_text("worker")
