@@ -53,10 +53,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-class LatencyWindow:
-    """The most recent N latencies (ms), summarised as percentiles."""
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # what msgpack (and so a status reply) can carry
+MAX_ERROR_CHARS = 500  # one recent error's text in a status reply
 
-    def __init__(self, size: int = 10_000) -> None:
+
+def clamp_int64(value: int) -> int:
+    """``value`` within the int64 range, so a counter past it still encodes (saturated, not wrapped)."""
+    return min(max(int(value), INT64_MIN), INT64_MAX)
+
+
+class LatencyWindow:
+    """The most recent ``size`` latencies (ms), summarised as percentiles."""
+
+    def __init__(self, size: int = 1000) -> None:
         self.values: deque[float] = deque(maxlen=size)
 
     def add(self, ms: float) -> None:
@@ -88,7 +97,9 @@ class ProcessStats:
         self.counters[name] += n
 
     def error(self, name: str, message: str) -> None:
-        """Count a rejected input under ``name`` and log why."""
+        """Count a rejected input under ``name`` and log why (the kept text is cut to ``MAX_ERROR_CHARS``)."""
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[:MAX_ERROR_CHARS - 3] + "..."
         self.counters[name] += 1
         self.errors.append(message)
         log.warning("%s: %s", name, message)
@@ -97,8 +108,10 @@ class ProcessStats:
         self.latency.setdefault(name, LatencyWindow()).add(ms)
 
     def snapshot(self) -> dict[str, Any]:
+        """Counters (each within int64), latency summaries, recent errors and ``info``: always encodable."""
         return {"process": self.process, "uptime_s": round(time.monotonic() - self.started, 3),
-                "counters": dict(self.counters), "latency_ms": {k: v.summary() for k, v in self.latency.items()},
+                "counters": {k: clamp_int64(v) for k, v in self.counters.items()},
+                "latency_ms": {k: v.summary() for k, v in self.latency.items()},
                 "recent_errors": list(self.errors), **self.info}
 
     def maybe_log(self) -> None:
@@ -108,9 +121,16 @@ class ProcessStats:
             log.info("stats %s", json.dumps({"counters": dict(self.counters)}))
 
     def write(self, path: str | Path | None) -> None:
-        if path is not None:
+        """Write the snapshot to ``path`` (if given); a file that cannot be written is logged, not raised,
+        so a process that served well still exits cleanly."""
+        if path is None:
+            return
+        try:
             write_json_atomic(path, self.snapshot())
+        except OSError as exc:
+            log.error("cannot write the stats file %s: %s", path, exc)
 
 
 def setup_logging(level: str, process: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), format=f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(logging, level),
+                        format=f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s")

@@ -1,19 +1,30 @@
-"""Segmentation engines behind one interface; ``make_engine`` builds the one the settings name."""
+"""Segmentation engines behind one interface; ``make_engine`` builds the one the settings name.
+
+``BUILDERS`` is the one list of engines: the ``worker.engine`` setting is checked against it.
+Every engine module loads only when its engine is built (the SAM2 ones import torch and sam2),
+so checking a setting costs no more than this module.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ...settings import WorkerSettings
-from .base import Engine, EngineError, FrameContext, ObjectMemory, Segmentation
-from .spectral import SpectralEngine
+from .base import Engine, EngineError, EngineMemory, FrameContext, ObjectMemory, Segmentation
+
+if TYPE_CHECKING:  # settings import this registry to check worker.engine
+    from ...settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
 
+def _spectral(settings: WorkerSettings) -> Engine:
+    from .spectral import SpectralEngine
 
-# The SAM2 engines import torch and sam2, so their modules load only when one is chosen.
+    return SpectralEngine(settings.spectral, click_window=settings.frame_history)
+
+
 def _rgb(settings: WorkerSettings) -> Engine:
     from .rgb import RgbEngine
 
@@ -34,7 +45,7 @@ def _decoder(settings: WorkerSettings) -> Engine:
 
 # name -> builder
 BUILDERS: dict[str, Callable[[WorkerSettings], Engine]] = {
-    "spectral": lambda s: SpectralEngine(s.spectral, click_window=s.frame_history),
+    "spectral": _spectral,
     "rgb": _rgb,
     "prompt": _prompt,
     "decoder": _decoder,
@@ -59,4 +70,5 @@ def make_engine(settings: WorkerSettings) -> Engine:
     return engine
 
 
-__all__ = ["BUILDERS", "Engine", "EngineError", "FrameContext", "ObjectMemory", "Segmentation", "make_engine"]
+__all__ = ["BUILDERS", "Engine", "EngineError", "EngineMemory", "FrameContext", "ObjectMemory", "Segmentation",
+           "make_engine"]

@@ -7,14 +7,13 @@ such as SAM2's image embedding) and ``segment`` once per object on that frame.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from ...errors import SamsaError
 from ...protocol import CubeFrame
 from ..prompts import TrackedObject
-from ...errors import SamsaError
 
 
 class EngineError(SamsaError, RuntimeError):
@@ -37,12 +36,24 @@ class Segmentation:
 
 
 @dataclass
+class EngineMemory:
+    """What one engine carries for one object from frame to frame; each engine subclasses it with its own fields."""
+
+
+@dataclass
 class ObjectMemory:
-    """Per stream and object state an engine carries from frame to frame."""
+    """Per stream and object state carried from frame to frame.
+
+    ``last_mask`` is shared by every engine (the worker clears it to re-anchor an object on a
+    new click or after a stream restart); ``engine`` holds the engine's own typed memory."""
 
     last_mask: np.ndarray | None = None
-    last_frame_id: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    engine: EngineMemory | None = None
+
+    def clear_track(self) -> None:
+        """Forget where the object was: the next frame finds it from its clicks again."""
+        self.last_mask = None
+        self.engine = None
 
 
 class Engine(ABC):
@@ -56,3 +67,6 @@ class Engine(ABC):
     @abstractmethod
     def segment(self, ctx: FrameContext, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
         """One object's mask on the prepared frame; update ``memory`` for the next frame."""
+
+    def forget(self, stream_id: str) -> None:
+        """Let go of anything kept for ``stream_id`` (the worker dropped the stream or its frames)."""

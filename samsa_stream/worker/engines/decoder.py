@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ...settings import WorkerSettings
+from .base import EngineError
 from .fusion_adapter import FusionAdapter, load_adapter
 from .sam2_engine import Sam2Context, Sam2Engine, SpectralMaps
 from .sam2_model import load_sam2
@@ -25,15 +26,16 @@ class DecoderEngine(Sam2Engine):
     def __init__(self, runner: Sam2Runner, settings: WorkerSettings, adapter: FusionAdapter | None = None) -> None:
         super().__init__(runner, settings)
         if adapter is None:
-            self.notices = (*self.notices, "decoder adapter is untrained (no worker.adapter): masks equal the rgb engine's")
+            self.notices = (*self.notices,
+                            "decoder adapter is untrained (no worker.adapter): masks equal the rgb engine's")
             adapter = FusionAdapter(runner.high_res_channels)
         if adapter.channels != runner.high_res_channels:
-            raise ValueError(f"adapter outputs {adapter.channels} channels; the model's skip features have "
+            raise EngineError(f"adapter outputs {adapter.channels} channels; the model's skip features have "
                              f"{runner.high_res_channels}")
         self.adapter = adapter.to(runner.device).eval()
 
     @classmethod
-    def build(cls, settings: WorkerSettings) -> "DecoderEngine":
+    def build(cls, settings: WorkerSettings) -> DecoderEngine:
         runner = Sam2Runner(load_sam2(settings))
         adapter = None
         if settings.adapter is not None:

@@ -54,7 +54,7 @@ class PromptEngine(Sam2Engine):
         g = self.runner.mask_size
         theta = self.grid_angle(maps)[0, 0].float().cpu().numpy()
         to_grid = lambda x, y: (min(int(y * g / h), g - 1), min(int(x * g / w), g - 1))  # noqa: E731
-        anchors = [to_grid(x, y) for (x, y), label in zip(points.coords, points.labels) if label == 1]
+        anchors = [to_grid(x, y) for (x, y), label in zip(points.coords, points.labels, strict=True) if label == 1]
         taken = [to_grid(x, y) for x, y in points.coords]
         confident = regions_touching(theta <= self.threshold_rad / 2, anchors)
         chosen: list[tuple[Point, int]] = [(p, 1) for p in spread_points(confident, n_pos, exclude=taken)]

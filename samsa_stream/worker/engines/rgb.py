@@ -1,8 +1,9 @@
 """The ``rgb`` engine: plain SAM2 on the pseudo-RGB, the baseline every fusion is compared with.
 
-On a clicked frame it is exactly SAM2's ``SAM2ImagePredictor`` (set_image + predict with the
-clicks, multimask output for a single click, best predicted IoU kept). The spectral maps are not
-computed (nothing uses them).
+On a clicked frame it computes what SAM2's ``SAM2ImagePredictor`` does (set_image + predict with
+the clicks, multimask output for a single click, best predicted IoU kept): the same image
+embedding, and logits equal to within float rounding (the tests hold them to 1e-5). The spectral
+maps are not computed (nothing uses them).
 """
 
 from __future__ import annotations

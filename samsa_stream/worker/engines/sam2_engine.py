@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +24,7 @@ from ...protocol import CubeFrame
 from ...settings import WorkerSettings
 from ..prompts import TrackedObject
 from . import torch_angles
-from .base import Engine, FrameContext, ObjectMemory, Segmentation
+from .base import Engine, EngineMemory, FrameContext, ObjectMemory, Segmentation
 from .point_sampling import interior_point
 from .sam2_model import load_sam2
 from .sam2_runner import LOW_RES_CLAMP, ImageFeatures, Sam2Runner
@@ -68,8 +67,22 @@ class PointPrompts:
         self.labels.append(label)
 
 
-def click_signature(obj: TrackedObject) -> tuple[tuple[float, float, bool, int], ...]:
+ClickSignature = tuple[tuple[float, float, bool, int], ...]
+
+
+def click_signature(obj: TrackedObject) -> ClickSignature:
     return tuple((c.x, c.y, c.positive, c.frame_id) for c in obj.clicks)
+
+
+@dataclass
+class Sam2Memory(EngineMemory):
+    """What a SAM2 engine carries for one object: the last good result's low-res logits, and what
+    they were made from (the clicks then, the decoder grid and image size) to tell whether they
+    still describe the object."""
+
+    low_res: torch.Tensor  # (1, 1, S/4, S/4) logits of the kept mask
+    clicks: ClickSignature
+    grid: tuple[int, tuple[int, int]]  # (decoder mask size, (H, W) of the image)
 
 
 class Sam2Engine(Engine):
@@ -90,7 +103,7 @@ class Sam2Engine(Engine):
                                            "(tests only; set worker.checkpoint to an official checkpoint)")
 
     @classmethod
-    def build(cls, settings: WorkerSettings) -> "Sam2Engine":
+    def build(cls, settings: WorkerSettings) -> Sam2Engine:
         """The engine with the SAM2 model the settings name (checkpoint or explicit random weights)."""
         return cls(Sam2Runner(load_sam2(settings)), settings)
 
@@ -107,6 +120,9 @@ class Sam2Engine(Engine):
         while len(self._frames) > MAX_CACHED_STREAMS:
             self._frames.popitem(last=False)
         return ctx
+
+    def forget(self, stream_id: str) -> None:
+        self._frames.pop(stream_id, None)
 
     # -- per object --------------------------------------------------------------------------
     def segment(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
@@ -128,9 +144,8 @@ class Sam2Engine(Engine):
             score = float(decoded.scores[0, best].clamp(0, 1).item())
             if mask.any():  # an empty result keeps the last good state to re-find the object from
                 memory.last_mask = mask
-                memory.extra.update(sam2_low_res=decoded.low_res[:, best:best + 1],
-                                    sam2_clicks=click_signature(obj), sam2_grid=(self.runner.mask_size, (h, w)))
-            memory.last_frame_id = frame.frame_id
+                memory.engine = Sam2Memory(low_res=decoded.low_res[:, best:best + 1], clicks=click_signature(obj),
+                                           grid=(self.runner.mask_size, (h, w)))
             similarity = None if maps is None else maps.similarity.float().cpu().numpy()
         return Segmentation(mask=mask, score=score, similarity=similarity, logits=logits.float().cpu().numpy())
 
@@ -149,16 +164,14 @@ class Sam2Engine(Engine):
     def previous_logits(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> torch.Tensor | None:
         """Last result's low-res logits, if they still describe this object: same clicks or more
         (not after an undo or re-anchoring click), same image size."""
-        extra: dict[str, Any] = memory.extra
-        low_res = extra.get("sam2_low_res")
-        if low_res is None or memory.last_mask is None:
+        kept = memory.engine
+        if not isinstance(kept, Sam2Memory) or memory.last_mask is None:
             return None
-        seen = extra.get("sam2_clicks", ())
-        if click_signature(obj)[:len(seen)] != seen:
+        if click_signature(obj)[:len(kept.clicks)] != kept.clicks:
             return None
-        if extra.get("sam2_grid") != (self.runner.mask_size, ctx.frame.cube.shape[:2]):
+        if kept.grid != (self.runner.mask_size, ctx.frame.cube.shape[:2]):
             return None
-        return low_res
+        return kept.low_res
 
     def base_points(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> PointPrompts:
         """The object's clicks near this frame, else the previous mask's interior (see module doc)."""
@@ -189,8 +202,8 @@ class Sam2Engine(Engine):
 
     def mask_prompt(self, ctx: Sam2Context, points: PointPrompts, previous: torch.Tensor | None,
                     maps: SpectralMaps | None) -> torch.Tensor | None:
-        """Dense mask prompt (1, 1, S/4, S/4): none on a clicked frame (exactly SAM2's predictor on the
-        clicks), the previous low-res logits when following the object on later frames."""
+        """Dense mask prompt (1, 1, S/4, S/4): none on a clicked frame (SAM2's predictor on the clicks),
+        the previous low-res logits when following the object on later frames."""
         return None if points.fresh else previous
 
     def high_res_delta(self, ctx: Sam2Context, maps: SpectralMaps | None) -> tuple[torch.Tensor, torch.Tensor] | None:

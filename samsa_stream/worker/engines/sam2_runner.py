@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .base import EngineError
 from .sam2_model import LoadedSam2
 
 # SAM2Transforms' ImageNet normalization and the predictor's low-res logit clamp.
@@ -58,7 +59,7 @@ class Sam2Runner:
         self.mask_size = 4 * int(self.model.sam_image_embedding_size)  # the decoder's low-res output side
         decoder = self.model.sam_mask_decoder
         if not getattr(decoder, "use_high_res_features", False):
-            raise ValueError("this SAM2 config does not use high-resolution features in its mask decoder")
+            raise EngineError("this SAM2 config does not use high-resolution features in its mask decoder")
         self.high_res_channels = (int(decoder.conv_s0.out_channels), int(decoder.conv_s1.out_channels))
         self._mean = torch.tensor(PIXEL_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(PIXEL_STD, device=self.device).view(1, 3, 1, 1)

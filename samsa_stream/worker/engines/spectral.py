@@ -58,6 +58,8 @@ def select_regions(candidate: np.ndarray, keep_at: list[tuple[int, int]], anchor
 
 
 class SpectralEngine(Engine):
+    """Carries nothing between frames beyond ``ObjectMemory.last_mask`` (the regions it follows)."""
+
     name = "spectral"
 
     def __init__(self, settings: SpectralEngineSettings, click_window: int = 4) -> None:
@@ -71,6 +73,9 @@ class SpectralEngine(Engine):
         if cached is None or cached.frame is not frame:
             cached = self._last[frame.stream_id] = SpectralContext(frame=frame, spectra=PixelSpectra.of(frame.cube))
         return cached
+
+    def forget(self, stream_id: str) -> None:
+        self._last.pop(stream_id, None)
 
     def similarity(self, ctx: SpectralContext, obj: TrackedObject) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(similarity, angle to the nearest positive, angle to the nearest negative or None) on this frame."""
@@ -98,7 +103,6 @@ class SpectralEngine(Engine):
                               self.settings.min_area_px)
         if mask.any():
             memory.last_mask = mask
-        memory.last_frame_id = frame.frame_id
         score = float(sim[mask].mean()) if mask.any() else 0.0
         # Logit-like map: positive inside the angle threshold, scaled by the distance to it.
         logits = (angle_to_similarity(near_pos) - angle_to_similarity(np.float32(self.settings.threshold_rad))) * 20.0

@@ -1,8 +1,11 @@
 """Spectral angles and similarity maps in torch, on the model's device (same maths as spectral/angles.py).
 
 The SAM2 engines compute the maps next to the model so a GPU node has no per-frame CPU pass over
-the cube. Definitions match the numpy functions exactly: float32, cosine clipped to [-1, 1], a
-zero spectrum is pi/2 from everything, similarity 1 - theta / (pi/2) clipped to [0, 1].
+the cube. The definitions are the numpy functions' (float32, cosine clipped to [-1, 1], a zero
+spectrum is pi/2 from everything, similarity 1 - theta / (pi/2) clipped to [0, 1]); the values
+agree to float32 rounding, not bit for bit: summation order differs, arccos near 0 amplifies that
+(angles agree to about 2e-3 rad), and spectra so small that their float32 squares underflow are
+treated as zero here where numpy recomputes them in float64.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class PixelSpectra:
     inv_norm: torch.Tensor | None = None  # (H*W, 1) 1/|s(x)|, 0 for a zero spectrum (cosine 0: a right angle)
 
     @classmethod
-    def of(cls, cube: torch.Tensor) -> "PixelSpectra":
+    def of(cls, cube: torch.Tensor) -> PixelSpectra:
         if cube.ndim != 3:
             raise SpectralError(f"cube must be H x W x B, got shape {tuple(cube.shape)}")
         return cls(cube.reshape(-1, cube.shape[-1]).float(), (int(cube.shape[0]), int(cube.shape[1])))

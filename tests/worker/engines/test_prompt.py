@@ -13,7 +13,7 @@ from samsa_stream.settings import PromptEngineSettings
 from samsa_stream.worker.engines import ObjectMemory
 from samsa_stream.worker.engines.prompt import PromptEngine
 from samsa_stream.worker.engines.rgb import RgbEngine
-from samsa_stream.worker.engines.sam2_engine import SpectralMaps
+from samsa_stream.worker.engines.sam2_engine import Sam2Memory, SpectralMaps
 from samsa_stream.worker.prompts import Click
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import sam2_settings
@@ -54,7 +54,7 @@ def test_extra_points_land_in_confident_regions(runner) -> None:
     memory = ObjectMemory()
     points = engine.base_points(ctx, obj, memory)
     engine.extra_points(ctx, points, engine.spectral_maps(ctx, obj))
-    added = list(zip(points.coords[1:], points.labels[1:]))
+    added = list(zip(points.coords[1:], points.labels[1:], strict=True))
     labels = [label for _, label in added]
     assert labels.count(0) == 2 and 1 <= labels.count(1) <= 2  # a small object may have room for one only
     for (px, py), label in added:
@@ -83,7 +83,8 @@ def test_later_click_combines_previous_logits_with_the_spectral_prompt(runner, m
     calls = spy_decode(monkeypatch, runner)
     engine.segment(ctx, obj, memory)
     first_prompt = calls[0]["mask_logits"]
-    previous = memory.extra["sam2_low_res"].clone()
+    assert isinstance(memory.engine, Sam2Memory)
+    previous = memory.engine.low_res.clone()
     assert torch.equal(first_prompt, engine.spectral_logits(engine.spectral_maps(ctx, obj)))
 
     obj.clicks.append(Click(5.0, 5.0, False, frame.frame_id, frame.cube[5, 5], frame.wavelengths_nm))

@@ -9,6 +9,7 @@ import torch
 
 from samsa_stream.worker.engines import ObjectMemory
 from samsa_stream.worker.engines.rgb import RgbEngine
+from samsa_stream.worker.engines.sam2_engine import Sam2Memory
 from samsa_stream.worker.prompts import Click, TrackedObject
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import IMAGE_SIZE, sam2_settings
@@ -76,7 +77,8 @@ def test_rgb_engine_follows_the_object_from_its_previous_result(runner) -> None:
     obj = make_object(frames[0], [(30.0, 20.0, True)])
     memory = ObjectMemory()
     engine.segment(engine.prepare(frames[0]), obj, memory)
-    previous_low_res = memory.extra["sam2_low_res"].clone()
+    assert isinstance(memory.engine, Sam2Memory)
+    previous_low_res = memory.engine.low_res.clone()
     previous_mask = memory.last_mask.copy()
 
     later = frames[5]  # 5 > frame_history frames after the click
@@ -87,4 +89,4 @@ def test_rgb_engine_follows_the_object_from_its_previous_result(runner) -> None:
                                          mask_input=previous_low_res[0].numpy(), multimask_output=True,
                                          return_logits=True)
     np.testing.assert_allclose(seg.logits, masks[int(np.argmax(scores))], rtol=0, atol=1e-5)
-    assert memory.last_frame_id == later.frame_id
+    assert isinstance(memory.engine, Sam2Memory) and memory.engine.grid[1] == later.cube.shape[:2]

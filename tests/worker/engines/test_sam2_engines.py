@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from samsa_stream.protocol import PromptRequest
+from samsa_stream.protocol import ClickPrompt
 from samsa_stream.settings import SettingsError, load_settings
+from samsa_stream.worker.core import Worker
 from samsa_stream.worker.engines import BUILDERS, EngineError, ObjectMemory, make_engine
 from samsa_stream.worker.engines.decoder import DecoderEngine
 from samsa_stream.worker.engines.prompt import PromptEngine
 from samsa_stream.worker.engines.rgb import RgbEngine
-from samsa_stream.worker.core import Worker
 from samsa_stream.worker.prompts import PromptError
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import IMAGE_SIZE, sam2_settings
@@ -30,8 +30,8 @@ def node_settings(engine: str):
 
 
 def click(worker: Worker, object_id: int, x: float, y: float, positive: bool = True, frame_id: int | None = None):
-    return worker.handle_prompt(PromptRequest("click", "cam0", object_id=object_id, x=x, y=y, positive=positive,
-                                              frame_id=frame_id))
+    return worker.handle_prompt(ClickPrompt(stream_id="cam0", object_id=object_id, x=float(x), y=float(y),
+                                            positive=positive, frame_id=frame_id))
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
@@ -76,10 +76,8 @@ def test_objects_are_followed_on_frames_after_the_click(runner, name: str, monke
         result = worker.segment("cam0")
         assert len(result.objects) == 1 and result.objects[0].mask.shape == (60, 84)
         assert any("masks are meaningless" in n for n in result.notices)
-    memory = worker.streams["cam0"].memory[1]
-    assert memory.last_frame_id == frames[-1].frame_id
     click_xy = np.array(cam.centre(0, 0), dtype=np.float32)
-    for frame, (count, with_mask, points) in zip(frames, seen):
+    for frame, (count, with_mask, points) in zip(frames, seen, strict=True):
         if frame.frame_id > settings.worker.frame_history:  # the click is no longer a point prompt
             assert with_mask, "the previous result must prompt the next frame"
             assert not np.any(np.all(np.isclose(points, click_xy), axis=1)), frame.frame_id
@@ -124,15 +122,24 @@ def test_make_engine_builds_sam2_engines_only_with_weights() -> None:
 
 
 def test_unknown_engine_is_named() -> None:
-    with pytest.raises(SettingsError, match=r"worker.engine: Input should be 'spectral', 'rgb', 'prompt' or 'decoder' "
-                                            r"\(got 'sam3'\)"):
+    with pytest.raises(SettingsError, match=r"worker.engine: .*engine 'sam3' is not available "
+                                            r"\(available: decoder, prompt, rgb, spectral\)"):
         load_settings(overrides={"worker": {"engine": "sam3"}})
 
 
+def test_the_registry_is_the_one_list_of_engines(monkeypatch) -> None:
+    monkeypatch.setitem(BUILDERS, "sam3", lambda settings: RgbEngine.build(settings))
+    assert load_settings(overrides={"worker": {"engine": "sam3"}}).worker.engine == "sam3"
+    monkeypatch.delitem(BUILDERS, "prompt")
+    with pytest.raises(SettingsError, match=r"available: decoder, rgb, sam3, spectral"):
+        load_settings(overrides={"worker": {"engine": "prompt"}})
+
+
 def test_engine_missing_from_the_registry_is_named(monkeypatch) -> None:
+    settings = sam2_settings(engine="prompt")  # checked while the engine was registered
     monkeypatch.delitem(BUILDERS, "prompt")
     with pytest.raises(EngineError, match=r"engine 'prompt' is not available \(available: decoder, rgb, spectral\)"):
-        make_engine(sam2_settings(engine="prompt"))
+        make_engine(settings)
 
 
 def test_spectral_worker_starts_without_torch() -> None:

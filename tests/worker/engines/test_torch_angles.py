@@ -1,4 +1,5 @@
-"""The torch spectral-angle maps equal the numpy reference implementation (spectral/angles.py)."""
+"""The torch spectral-angle maps agree with the numpy reference implementation (spectral/angles.py) to
+float32 rounding."""
 
 from __future__ import annotations
 
