@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from samsa_stream.display.console import PromptConsole
+from samsa_stream.display.console import PromptConsole, PromptTimeout
+from samsa_stream.display.subscriber import Subscriber
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.node import LocalNode, wait_until
-from samsa_stream.protocol import MaskBroadcast, now_ns, topic
-from samsa_stream.transport import SocketFactory
 
 STAGES = (("ingest", "capture", "ingest_out"), ("frame link", "ingest_out", "worker_in"),
           ("worker", "worker_in", "worker_out"), ("result link", "worker_out", "publisher_in"),
@@ -46,8 +45,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
         for proc in ("publisher", "worker", "ingest"):
             node.start(proc)
         console = PromptConsole(node.settings, "cam0")
-        sockets = SocketFactory(node.settings)
-        sub = sockets.socket("broadcast_in", subscribe=topic("mask", "cam0"))
+        display = Subscriber(node.settings, ["cam0"], kinds=("mask",))
         try:
             frame_id: list[int] = []
             wait_until(lambda: _latest(console, frame_id), timeout=60, interval=0.2)
@@ -56,28 +54,28 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
             console.click(1, x, y, frame_id=frame_id[-1])
             got, deadline = 0, time.monotonic() + args.frames / args.fps + 60
             while got < args.frames and time.monotonic() < deadline:
-                if not sub.poll(1000):
-                    continue
-                msg = MaskBroadcast.from_parts(sub.recv_multipart()[1:])
-                received = now_ns()
-                if not msg.objects:
+                update = display.receive(1000)
+                msg = update.masks if update is not None else None
+                if msg is None or not msg.objects:
                     continue
                 got += 1
-                t = {"capture": msg.capture_ns, "display": received, **{h: v for h, v in msg.hops}}
+                t = {"capture": msg.capture_ns, "display": update.received_ns, **{h: v for h, v in msg.hops}}
                 for stage, a, b in STAGES:
                     stages[stage].append((t[b] - t[a]) / 1e6)
             status = console.request("status").state["counters"]
+            received = dict(display.stats.counters)
         finally:
             console.close()
-            sockets.close()
-    return {"transport": name, "frames_measured": got, "latency_ms": {k: percentiles(v) for k, v in stages.items() if v},
-            "worker_counters": status}
+            display.close()
+    return {"transport": name, "frames_measured": got,
+            "latency_ms": {k: percentiles(v) for k, v in stages.items() if v},
+            "worker_counters": status, "display_counters": received}
 
 
 def _latest(console: PromptConsole, out: list[int]) -> bool:
     try:
         fid = console.request("status", timeout_ms=1000).state.get("streams", {}).get("cam0", {}).get("last_frame_id")
-    except TimeoutError:
+    except PromptTimeout:
         return False
     if fid is not None:
         out.append(fid)

@@ -15,15 +15,13 @@ from typing import Any
 
 import cv2
 import numpy as np
-import zmq
 
 from .display.console import PromptConsole
+from .display.subscriber import Subscriber
+from .errors import SamsaError
 from .ingest.sources.phantom import PhantomCamera
 from .node import LocalNode, wait_until
-from .protocol import MaskBroadcast, ProtocolError, topic
 from .runtime import write_json_atomic
-from .transport import SocketFactory
-from .errors import SamsaError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +50,7 @@ class ClickScript:
     done: int = 0
 
     @classmethod
-    def default(cls, frames: int) -> "ClickScript":
+    def default(cls, frames: int) -> ClickScript:
         gap = max(1, frames // 5)
         return cls([(0, "object 1 positive"), (gap, "object 1 negative"), (2 * gap, "object 2 positive")])
 
@@ -76,28 +74,29 @@ def _tail(node: LocalNode, name: str, lines: int = 15) -> str:
 
 
 def run_demo(frames: int, out: Path, overrides: dict[str, Any] | None = None, transport: str = "ipc",
-             timeout_s: float = 60.0) -> dict[str, Any]:
-    """Run the demo and return (and write to ``out/summary.json``) its summary."""
+             timeout_s: float = 60.0, config: Path | None = None) -> dict[str, Any]:
+    """Run the demo and return (and write to ``out/summary.json``) its summary.
+
+    ``overrides`` are nested settings (``cli.overrides_from``), applied over the TOML ``config`` file."""
     out.mkdir(parents=True, exist_ok=True)
     overrides = dict(overrides or {})
     ingest = {"frames": frames, **overrides.get("ingest", {})}
     overrides["ingest"] = {"fps": 10.0, **ingest}
     overrides["view"] = {"headless": True, "out": str(out / "view"), **overrides.get("view", {})}
     started = time.monotonic()
-    with LocalNode(overrides, transport=transport, log_dir=out) as node:
+    with LocalNode(overrides, transport=transport, log_dir=out, config=config) as node:
         settings = node.settings
         stream = settings.ingest.stream_id
         phantom = PhantomCamera(settings.ingest.phantom)
         for name in ("publisher", "worker", "view"):
             node.start(name)
         console = PromptConsole(settings, stream)
-        watch = SocketFactory(settings)
+        watch = Subscriber(settings, [stream], kinds=("mask",))
         try:
             if not wait_until(console.answers, timeout=20.0, interval=0.2):
                 raise DemoError(f"worker did not come up:\n{_tail(node, 'worker')}")
-            sub = watch.socket("broadcast_in", subscribe=topic("mask", stream))
             node.start("ingest")
-            summary = _follow(node, console, sub, phantom, frames, started + timeout_s)
+            summary = _follow(node, console, watch, phantom, frames, started + timeout_s)
         finally:
             console.close()
             watch.close()
@@ -112,7 +111,7 @@ def run_demo(frames: int, out: Path, overrides: dict[str, Any] | None = None, tr
     return summary
 
 
-def _follow(node: LocalNode, console: PromptConsole, sub: zmq.Socket, phantom: PhantomCamera, frames: int,
+def _follow(node: LocalNode, console: PromptConsole, watch: Subscriber, phantom: PhantomCamera, frames: int,
             deadline: float) -> dict[str, Any]:
     """Send the scripted clicks as frames arrive and score every mask against the ground truth."""
     script = ClickScript.default(frames)
@@ -121,7 +120,8 @@ def _follow(node: LocalNode, console: PromptConsole, sub: zmq.Socket, phantom: P
     first_frame: int | None = None
     quiet_since: float | None = None
     while time.monotonic() < deadline:
-        if not sub.poll(100):
+        update = watch.receive(100)
+        if update is None or update.masks is None:
             if not node.running("ingest"):  # camera done: wait for the pipeline to drain
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since > 1.0:
@@ -131,11 +131,7 @@ def _follow(node: LocalNode, console: PromptConsole, sub: zmq.Socket, phantom: P
                     raise DemoError(f"{name} stopped unexpectedly:\n{_tail(node, name)}")
             continue
         quiet_since = None
-        try:
-            msg = MaskBroadcast.from_parts(sub.recv_multipart()[1:])
-        except ProtocolError as exc:
-            log.warning("demo could not read a mask message: %s", exc)
-            continue
+        msg = update.masks
         first_frame = msg.frame_id if first_frame is None else first_frame
         truth = phantom.labels(msg.frame_id)
         for obj in msg.objects:
@@ -148,7 +144,8 @@ def _follow(node: LocalNode, console: PromptConsole, sub: zmq.Socket, phantom: P
     return {"clicks": clicks, "iou_vs_phantom": iou_summary}
 
 
-def _figures(stats: dict[str, dict[str, Any]], exit_codes: dict[str, int], engine_setting: str, out: Path) -> dict[str, Any]:
+def _figures(stats: dict[str, dict[str, Any]], exit_codes: dict[str, int], engine_setting: str,
+             out: Path) -> dict[str, Any]:
     counters = {name: s.get("counters", {}) for name, s in stats.items()}
     captured = int(counters["ingest"].get("frames_captured", 0))
     processed = int(counters["worker"].get("frames_processed", 0))

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings, load_settings
-
-PROCESSES = ("ingest", "worker", "publisher", "view")
+from .errors import CommandError
+from .settings import CONFIG_ENV, Settings, load_settings
 
 
 def free_tcp_port() -> int:
@@ -33,7 +32,7 @@ def private_endpoints(transport: str, folder: Path) -> dict[str, str]:
         return {n: f"ipc://{folder}/{n}" for n in names}
     if transport == "tcp":
         return {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in names}
-    raise ValueError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
+    raise CommandError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
 
 
 def flatten_env(tree: dict[str, Any], prefix: str = "SAMSA_") -> dict[str, str]:
@@ -53,17 +52,22 @@ class LocalNode:
     started is stopped (SIGTERM, then SIGKILL after a grace period) and its sockets removed."""
 
     def __init__(self, overrides: dict[str, Any] | None = None, transport: str = "ipc", run_dir: Path | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, config: Path | None = None) -> None:
+        """``overrides`` (nested, as from the command line) win over the TOML ``config`` file."""
         # ipc paths must stay short (about 100 bytes), so sockets live in their own /tmp folder.
         self._sock_dir = Path(tempfile.mkdtemp(prefix="samsa-", dir="/tmp"))
         self.run_dir = run_dir or self._sock_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir = log_dir or self.run_dir
         self.overrides: dict[str, Any] = dict(overrides or {})
-        self.overrides["endpoints"] = {**private_endpoints(transport, self._sock_dir), **self.overrides.get("endpoints", {})}
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("SAMSA_")}, **flatten_env(self.overrides)}
+        endpoints = private_endpoints(transport, self._sock_dir)
+        self.overrides["endpoints"] = {**endpoints, **self.overrides.get("endpoints", {})}
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SAMSA_")}
+        self.env = {**inherited, **flatten_env(self.overrides)}
         self.env["PYTHONUNBUFFERED"] = "1"
-        self.settings: Settings = load_settings(None, self.overrides)
+        if config is not None:
+            self.env[CONFIG_ENV] = str(config)
+        self.settings: Settings = load_settings(config, self.overrides)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._logs: dict[str, Any] = {}
 
@@ -73,7 +77,7 @@ class LocalNode:
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """Start process ``name`` (ingest, worker, publisher, view) with extra CLI ``args``."""
         if name in self.procs and self.procs[name].poll() is None:
-            raise RuntimeError(f"{name} is already running")
+            raise CommandError(f"{name} is already running")
         self.stats_path(name).unlink(missing_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs[name] = log
@@ -125,7 +129,7 @@ class LocalNode:
             self.stop(name)
         shutil.rmtree(self._sock_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LocalNode":
+    def __enter__(self) -> LocalNode:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -142,4 +146,4 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
     return bool(predicate())
 
 
-__all__ = ["LocalNode", "PROCESSES", "flatten_env", "free_tcp_port", "private_endpoints", "wait_until"]
+__all__ = ["LocalNode", "flatten_env", "free_tcp_port", "private_endpoints", "wait_until"]

@@ -7,14 +7,16 @@ Environment variables are ``SAMSA_<SECTION>__<FIELD>``, e.g. ``SAMSA_WORKER__ENG
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
 from .errors import SamsaError
+from .protocol.fields import STREAM_ID_PATTERN
 
 CONFIG_ENV = "SAMSA_CONFIG"
 _config_file: ContextVar[Path | None] = ContextVar("samsa_config_file", default=None)
@@ -59,9 +61,12 @@ class SocketSettings(_Section):
     reply_timeout_ms: int = Field(3000, ge=1, description="how long a console waits for a prompt reply")
     poll_ms: int = Field(100, ge=1, description="idle poll interval of process loops")
     max_message_bytes: int = Field(2**31 - 1, ge=1024, description="larger inbound messages are refused by ZeroMQ")
-    shared_memory: Literal["auto", "on", "off"] = Field(
-        "auto", description="cubes through shared-memory slots, only descriptors on the socket; auto = on for ipc://")
-    shm_slots: int = Field(8, ge=2, le=256, description="ring size; a reader this many frames behind sees it as lost")
+    shared_memory: Literal["auto", "on", "off"] = Field("auto", description=(
+        "cubes through shared-memory slots, only descriptors on the socket; auto = on for ipc:// and inproc://, "
+        "'on' with a tcp:// frame link is refused (descriptors are accepted on same-host links only)"))
+    shm_slots: int = Field(4, ge=3, le=256, description=(
+        "ring size per camera; the slot a worker is segmenting is leased and skipped, so 3 always leaves the "
+        "camera a free slot; each slot is allocated the first time it is written"))
 
 
 class SecuritySettings(_Section):
@@ -71,10 +76,12 @@ class SecuritySettings(_Section):
     server_secret_key: Path | None = None  # .key_secret file of this node (zmq.auth format)
     server_public_key: Path | None = None  # clients: the node's public key
     client_secret_key: Path | None = None  # clients: their own key pair
-    authorized_clients_dir: Path | None = None  # public keys allowed to connect to the node
+    authorized_clients_dir: Path | None = Field(None, description=(
+        "folder of the client public keys allowed to connect to the node; '*' (any key) is refused on "
+        "non-loopback tcp endpoints"))
 
     @model_validator(mode="after")
-    def _keys_present(self) -> "SecuritySettings":
+    def _keys_present(self) -> SecuritySettings:
         if self.curve and self.server_secret_key is None and self.client_secret_key is None:
             raise ValueError("curve=true needs server_secret_key (node) or client_secret_key (console)")
         return self
@@ -93,7 +100,7 @@ class PhantomSettings(_Section):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _range(self) -> "PhantomSettings":
+    def _range(self) -> PhantomSettings:
         if self.wavelength_max_nm <= self.wavelength_min_nm:
             raise ValueError("wavelength_max_nm must be greater than wavelength_min_nm")
         return self
@@ -107,7 +114,7 @@ class WavelengthGrid(_Section):
     step_nm: float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _range(self) -> "WavelengthGrid":
+    def _range(self) -> WavelengthGrid:
         if self.stop_nm < self.start_nm:
             raise ValueError("stop_nm must not be below start_nm")
         return self
@@ -116,7 +123,7 @@ class WavelengthGrid(_Section):
 class IngestSettings(_Section):
     source: str = Field("phantom", description=(
         "'phantom', 'plugin:NAME' (a camera driver plugin) or a path to a capture file or folder"))
-    stream_id: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    stream_id: str = Field("cam0", pattern=STREAM_ID_PATTERN)
     fps: float = Field(10.0, gt=0, le=1000, description="pace of phantom and 'fixed' replay")
     frames: int = Field(0, ge=0, description="stop after this many frames (0 = run until stopped)")
     pace: Literal["fixed", "recorded", "fast"] = "fixed"
@@ -133,6 +140,9 @@ class IngestSettings(_Section):
     white_reference: Path | None = Field(None, description=(
         "white reference capture for raw sources that bring none (averaged over its lines)"))
     dark_reference: Path | None = Field(None, description="dark reference capture, as white_reference")
+    raw_counts: Literal["refuse", "scale"] = Field("refuse", description=(
+        "raw counts without white/dark references: 'refuse' them, or 'scale' them to [0, 1] by their dtype's "
+        "range (uncalibrated: frames are marked 'scaled_counts'; spectral angles hold, reflectance does not)"))
     plugin_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="options handed to the camera plugin named in source")
     watch: bool = Field(False, description="source is a folder: ingest each new capture written into it")
@@ -152,7 +162,7 @@ class IngestSettings(_Section):
         return value
 
     @model_validator(mode="after")
-    def _ranges(self) -> "IngestSettings":
+    def _ranges(self) -> IngestSettings:
         for name in ("tivita_wavelength_range_nm", "band_range_nm"):
             value = getattr(self, name)
             if value is not None and not 0 < value[0] < value[1]:
@@ -164,7 +174,8 @@ class IngestSettings(_Section):
 
 class SpectralEngineSettings(_Section):
     threshold_rad: float = Field(0.10, gt=0, lt=3.1416, description="max spectral angle to a positive reference")
-    reference_radius: int = Field(2, ge=0, le=50, description="clicked neighbourhood (pixels) averaged into a reference")
+    reference_radius: int = Field(2, ge=0, le=50, description=(
+        "clicked neighbourhood (pixels) averaged into a reference"))
     min_area_px: int = Field(4, ge=0, description="components smaller than this are dropped")
 
 
@@ -181,13 +192,18 @@ class PromptEngineSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    engine: Literal["spectral", "rgb", "prompt", "decoder"] = "spectral"
+    engine: str = Field("spectral", description="segmentation engine, one of the registry's (worker.engines.BUILDERS)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     checkpoint: Path | None = None
     random_weights: bool = Field(False, description="tests only: SAM2 with seeded random weights")
     seed: int = 0
     frame_history: int = Field(4, ge=1, le=64, description="recent frames kept per stream for late clicks")
     state_file: Path | None = Field(None, description="prompt state persisted here, reloaded on restart")
+    max_streams: int = Field(32, ge=1, le=1024, description=(
+        "streams kept at once; a new stream beyond this evicts the least recently seen one (counted)"))
+    stream_idle_s: float = Field(3600.0, ge=0, description=(
+        "a stream without frames or prompt changes this long lets go of its frames; one without objects is "
+        "forgotten (0 = never)"))
     spectral: SpectralEngineSettings = SpectralEngineSettings()
     sam2_config: str | None = Field(None, description=(
         "SAM2 model config, e.g. 'sam2.1_hiera_t' or a YAML path; default: chosen from the checkpoint"))
@@ -196,16 +212,29 @@ class WorkerSettings(_Section):
     adapter: Path | None = Field(None, description="engine 'decoder': fusion adapter weights (.safetensors or .pt)")
     prompt: PromptEngineSettings = PromptEngineSettings()
 
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, value: str) -> str:
+        from .worker.engines import BUILDERS  # the registry is the one list; late: engine modules import settings
+
+        if value not in BUILDERS:
+            raise ValueError(f"engine {value!r} is not available (available: {', '.join(sorted(BUILDERS))})")
+        return value
+
 
 class PublisherSettings(_Section):
     overlay_format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(90, ge=10, le=100)
     overlay_alpha: float = Field(0.45, ge=0, le=1)
     overlay_every: int = Field(1, ge=1, description="render an overlay every N results (masks go out every time)")
+    replay_min_interval_ms: int = Field(500, ge=0, le=60_000, description=(
+        "at most one last-value replay per subscription prefix this often; a subscription that comes sooner "
+        "is answered by one replay when the interval is over"))
+    replay_max_per_s: int = Field(20, ge=1, le=10_000, description="at most this many last-value replays per second")
 
 
 class ViewSettings(_Section):
-    stream_id: str = "cam0"
+    stream_id: str = Field("cam0", pattern=STREAM_ID_PATTERN)
     headless: bool = False
     out: Path | None = None
     max_pngs: int = Field(1000, ge=0, description="headless: stop writing overlay PNGs after this many")
@@ -286,6 +315,8 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
             tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"config file {path} cannot be read ({exc})") from None
     token = _config_file.set(path)
     try:
         return Settings(**(overrides or {}))

@@ -27,19 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..cli import settings_from
+    from ..cli import overrides_from, settings_from
     from ..demo import run_demo
+    from ..errors import CommandError
     from ..runtime import setup_logging
-    from ..settings import deep_merge, parse_assignment
 
     if args.frames < 1:
-        raise ValueError(f"--frames must be at least 1, got {args.frames}")
+        raise CommandError(f"--frames must be at least 1, got {args.frames}")
     settings = settings_from(args)  # validates every override before any process starts
     setup_logging(settings.log.level, "demo")
-    overrides = getattr(args, "_overrides", None) or {}
-    for text in args.assignments:
-        overrides = deep_merge(parse_assignment(text), overrides)
-    summary = run_demo(args.frames, args.out, overrides, transport=args.transport, timeout_s=args.timeout)
+    summary = run_demo(args.frames, args.out, overrides_from(args), transport=args.transport, timeout_s=args.timeout,
+                       config=args.config)
     shown = {k: summary[k] for k in ("frames_captured", "frames_processed", "frames_dropped", "masks_published",
                                       "engine", "latency_ms", "iou_vs_phantom", "wall_time_s")}
     print(json.dumps(shown, indent=2))

@@ -1,1 +1,1 @@
-"""Displays: the reference viewer and the prompt console."""
+"""Displays: the broadcast subscriber every display builds on, the reference viewer and the prompt console."""

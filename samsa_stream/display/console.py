@@ -6,10 +6,10 @@ import itertools
 
 import zmq
 
+from ..errors import SamsaError
 from ..protocol import PROMPTS, PromptReply, ProtocolError, StreamPrompt
 from ..settings import Settings
 from ..transport import SocketFactory
-from ..errors import SamsaError
 
 
 class PromptTimeout(SamsaError, TimeoutError):

@@ -15,110 +15,74 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import cv2
-import numpy as np
-import zmq
 
-from ..protocol import MaskBroadcast, OverlayImage, ProtocolError, now_ns, topic
-from ..protocol import decode_image
+from ..errors import CommandError
+from ..protocol import MaskBroadcast
 from ..runtime import ProcessStats
-from ..settings import Settings
-from ..transport import SocketFactory
+from ..settings import Settings, ViewSettings
+from ..transport import PollLoop, SocketFactory
 from .console import PromptConsole, PromptTimeout
+from .subscriber import Subscriber, Update
 
 log = logging.getLogger(__name__)
 WINDOW = "samsa-stream"
 
 
-class Display:
-    """Keeps the latest mask and overlay of one stream; counts missed and repeated messages."""
-
-    def __init__(self, stream_id: str, stats: ProcessStats) -> None:
-        self.stream_id = stream_id
-        self.stats = stats
-        self.last_seq = {"masks": 0, "overlay": 0}
-        self.masks: MaskBroadcast | None = None
-        self.overlay: np.ndarray | None = None
-        self.overlay_frame_id: int | None = None
-
-    def receive(self, parts: list[Any]) -> str | None:
-        """Handle one message (topic first); returns its type if it was new, else None."""
-        kind = bytes(parts[0]).split(b"/", 1)[0].decode(errors="replace")
-        try:
-            if kind == "mask":
-                msg: MaskBroadcast | OverlayImage = MaskBroadcast.from_parts(parts[1:])
-                key = "masks"
-            elif kind == "overlay":
-                msg = OverlayImage.from_parts(parts[1:])
-                key = "overlay"
-            else:
-                self.stats.error("messages_rejected", f"unexpected topic {bytes(parts[0])!r}")
-                return None
-        except ProtocolError as exc:
-            self.stats.error("messages_rejected", str(exc))
-            return None
-        if msg.seq <= self.last_seq[key]:
-            self.stats.count("messages_repeated")  # a cache replay meant for a later subscriber
-            return None
-        if self.last_seq[key] and msg.seq > self.last_seq[key] + 1 and key == "masks":
-            self.stats.count("masks_missed", msg.seq - self.last_seq[key] - 1)
-        self.last_seq[key] = msg.seq
-        if isinstance(msg, MaskBroadcast):
-            self.masks = msg
-            self.stats.count("masks_received")
-            self.stats.observe("capture_to_display", (now_ns() - msg.capture_ns) / 1e6)
-        else:
-            try:
-                self.overlay = decode_image(msg.data)
-            except ValueError as exc:
-                self.stats.error("messages_rejected", f"overlay of frame {msg.frame_id}: {exc}")
-                return None
-            self.overlay_frame_id = msg.frame_id
-            self.stats.count("overlays_received")
-        return key
-
-
 def mask_log_line(msg: MaskBroadcast, received_ns: int) -> dict[str, Any]:
-    return {"stream": msg.stream_id, "frame_id": msg.frame_id, "seq": msg.seq, "capture_ns": msg.capture_ns,
-            "received_ns": received_ns, "hops": msg.hops, "engine": msg.engine, "notices": msg.notices,
-            "objects": [o.meta() for o in msg.objects]}
+    """One line of ``masks.jsonl``: what a mask message said and when it arrived."""
+    return {"stream": msg.stream_id, "frame_id": msg.frame_id, "seq": msg.seq, "publisher": msg.publisher,
+            "capture_ns": msg.capture_ns, "received_ns": received_ns, "hops": msg.hops, "engine": msg.engine,
+            "notices": msg.notices, "objects": [o.meta() for o in msg.objects]}
+
+
+class _Recorder:
+    """Headless output: every mask message as a line of ``masks.jsonl``, overlays as PNGs (up to ``max_pngs``)."""
+
+    def __init__(self, cfg: ViewSettings) -> None:
+        self.out = cfg.out
+        self.max_pngs = cfg.max_pngs
+        self.pngs = 0
+        self.log_file: TextIO | None = None
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log_file = (self.out / "masks.jsonl").open("a", buffering=1)
+
+    def write(self, update: Update) -> None:
+        if self.out is None:
+            return
+        if update.masks is not None and self.log_file is not None:
+            self.log_file.write(json.dumps(mask_log_line(update.masks, update.received_ns)) + "\n")
+        elif update.image is not None and self.pngs < self.max_pngs:
+            path = self.out / f"overlay_{update.frame_id:06d}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(update.image, cv2.COLOR_RGB2BGR))
+            self.pngs += 1
+
+    def close(self) -> None:
+        if self.log_file is not None:
+            self.log_file.close()
 
 
 def run_view(settings: Settings, stop: threading.Event, stats_file: Path | None = None) -> ProcessStats:
     cfg = settings.view
-    stats = ProcessStats("view", settings.log.stats_interval_s)
-    display = Display(cfg.stream_id, stats)
     if not cfg.headless and not _has_screen():
-        raise RuntimeError("no screen available for the view window: run with --headless --out DIR")
-    out_dir = cfg.out
-    log_file: TextIO | None = None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (out_dir / "masks.jsonl").open("a", buffering=1)
+        raise CommandError("no screen available for the view window: run with --headless --out DIR")
+    stats = ProcessStats("view", settings.log.stats_interval_s)
     with SocketFactory(settings) as sockets:
-        sub = sockets.socket("broadcast_in", subscribe=topic("mask", cfg.stream_id))
-        sub.setsockopt(zmq.SUBSCRIBE, topic("overlay", cfg.stream_id))
-        console = None if cfg.headless else PromptConsole(settings, cfg.stream_id, sockets)
-        window = _Window(console, display) if console is not None else None
-        pngs = 0
+        subscriber = Subscriber(settings, [cfg.stream_id], sockets=sockets, stats=stats)
+        window = None if cfg.headless else _Window(PromptConsole(settings, cfg.stream_id, sockets), subscriber)
+        recorder = _Recorder(cfg)
+
+        def received() -> None:
+            for update in subscriber.drain():
+                recorder.write(update)
+
+        # A window must be redrawn and its keys read often; headless, the loop only waits for messages.
+        loop = PollLoop(stop, settings.sockets.poll_ms if window is None else 15, stats)
+        loop.add(subscriber.socket, received)
         try:
-            while not stop.is_set():
-                if not sub.poll(settings.sockets.poll_ms if window is None else 15):
-                    if window is not None and window.pump():
-                        break
-                    continue
-                kind = display.receive(sub.recv_multipart())
-                if kind == "masks" and log_file is not None and display.masks is not None:
-                    log_file.write(json.dumps(mask_log_line(display.masks, now_ns())) + "\n")
-                if kind == "overlay" and out_dir is not None and pngs < cfg.max_pngs and display.overlay is not None:
-                    path = out_dir / f"overlay_{display.overlay_frame_id:06d}.png"
-                    cv2.imwrite(str(path), cv2.cvtColor(display.overlay, cv2.COLOR_RGB2BGR))
-                    pngs += 1
-                if window is not None and window.pump():
-                    break
-                stats.maybe_log()
+            loop.run(tick=window.pump if window is not None else None)
         finally:
-            if log_file is not None:
-                log_file.close()
+            recorder.close()
             if window is not None:
                 window.close()
     stats.write(stats_file)
@@ -133,10 +97,11 @@ def _has_screen() -> bool:
 class _Window:
     """The on-screen window: shows the newest overlay, turns mouse clicks into prompts."""
 
-    def __init__(self, console: PromptConsole, display: Display) -> None:
-        self.console, self.display = console, display
+    def __init__(self, console: PromptConsole, subscriber: Subscriber) -> None:
+        self.console, self.subscriber = console, subscriber
+        self.stream_id = console.stream_id
         self.object_id = 1
-        self._shown_frame: int | None = None
+        self._shown: Update | None = None
         # GUI_NORMAL: no toolbar and no context menu, whose right-click would swallow negative clicks.
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL)
         cv2.setMouseCallback(WINDOW, self._on_mouse)
@@ -155,19 +120,22 @@ class _Window:
     def _on_mouse(self, event: int, x: int, y: int, _flags: int, _param: Any) -> None:
         log.debug("mouse event %d at (%d, %d)", event, x, y)
         if event in (cv2.EVENT_LBUTTONDOWN, cv2.EVENT_RBUTTONDOWN):
+            shown = self._shown.frame_id if self._shown is not None else None
             self._send("click", object_id=self.object_id, x=float(x), y=float(y),
-                       positive=event == cv2.EVENT_LBUTTONDOWN, frame_id=self.display.overlay_frame_id)
+                       positive=event == cv2.EVENT_LBUTTONDOWN, frame_id=shown)
 
     def pump(self) -> bool:
         """Redraw if a new overlay came and handle keys; True when the user quits."""
-        if self.display.overlay is not None and self.display.overlay_frame_id != self._shown_frame:
-            cv2.imshow(WINDOW, cv2.cvtColor(self.display.overlay, cv2.COLOR_RGB2BGR))
-            self._shown_frame = self.display.overlay_frame_id
+        overlay = self.subscriber.latest(self.stream_id, "overlay")
+        if overlay is not None and overlay is not self._shown and overlay.image is not None:
+            cv2.imshow(WINDOW, cv2.cvtColor(overlay.image, cv2.COLOR_RGB2BGR))
+            self._shown = overlay
         key = cv2.waitKey(1) & 0xFF
         if key == ord("q"):
             return True
         if key == ord("n"):
-            known = [o.object_id for o in self.display.masks.objects] if self.display.masks else []
+            masks = self.subscriber.latest(self.stream_id, "mask")
+            known = [o.object_id for o in masks.masks.objects] if masks is not None and masks.masks else []
             self.object_id = max([self.object_id, *known]) + 1
             log.info("next clicks go to object %d", self.object_id)
         elif key == ord("u"):
@@ -179,3 +147,4 @@ class _Window:
 
     def close(self) -> None:
         cv2.destroyWindow(WINDOW)
+        self.console.close()

@@ -97,7 +97,7 @@ class CubeFrame:
     def shape(self) -> tuple[int, int, int]:
         return self.cube.shape  # type: ignore[return-value]
 
-    def validate(self) -> "CubeFrame":
+    def validate(self) -> CubeFrame:
         check_cube(self.cube, self.wavelengths_nm, self.rgb, self.labels, what=f"frame {self.stream_id}#{self.frame_id}")
         return self
 
@@ -114,7 +114,7 @@ class CubeFrame:
         return encode(header, arrays)
 
     @classmethod
-    def from_parts(cls, parts: list[Any], resolve_cube: Callable[[dict[str, Any]], np.ndarray] | None = None) -> "CubeFrame":
+    def from_parts(cls, parts: list[Any], resolve_cube: Callable[[dict[str, Any]], np.ndarray] | None = None) -> CubeFrame:
         """Decode and validate; ``resolve_cube`` maps a shared-memory ``cube_ref`` to the cube."""
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "frame")
@@ -149,11 +149,11 @@ class PromptRequest:
         return encode({k: v for k, v in self.header().items() if v is not None})
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+    def from_header(cls, header: dict[str, Any], request_id: int) -> PromptRequest:
         return cls(request_id=request_id)
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "PromptRequest":
+    def from_parts(cls, parts: list[Any]) -> PromptRequest:
         """Any prompt request, as the subclass its ``op`` names (see ``decode_prompt``)."""
         request = decode_prompt(parts)
         if not isinstance(request, cls):
@@ -178,7 +178,7 @@ class StreamPrompt(PromptRequest):
         return {**super().header(), "stream": self.stream_id}
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+    def from_header(cls, header: dict[str, Any], request_id: int) -> PromptRequest:
         return cls(request_id=request_id, stream_id=f.stream(header, "prompt"))
 
 
@@ -207,7 +207,7 @@ class UndoPrompt(StreamPrompt):
         return {**super().header(), "object_id": self.object_id}
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+    def from_header(cls, header: dict[str, Any], request_id: int) -> PromptRequest:
         return cls(request_id=request_id, stream_id=f.stream(header, "prompt"),
                    object_id=f.integer(header, "object_id", "prompt", lo=1, hi=MAX_OBJECT_ID, default=None))
 
@@ -223,7 +223,7 @@ class RemovePrompt(StreamPrompt):
         return {**super().header(), "object_id": self.object_id}
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+    def from_header(cls, header: dict[str, Any], request_id: int) -> PromptRequest:
         if "object_id" not in header:
             raise ProtocolError("prompt: remove needs object_id", request_id)
         return cls(request_id=request_id, stream_id=f.stream(header, "prompt"),
@@ -247,7 +247,7 @@ class ClickPrompt(StreamPrompt):
                 "frame_id": self.frame_id, "label": self.label}
 
     @classmethod
-    def from_header(cls, header: dict[str, Any], request_id: int) -> "PromptRequest":
+    def from_header(cls, header: dict[str, Any], request_id: int) -> PromptRequest:
         missing = [n for n in ("object_id", "x", "y") if n not in header]
         if missing:
             raise ProtocolError(f"prompt: click needs {', '.join(missing)}", request_id)
@@ -309,7 +309,7 @@ class PromptReply:
                        "state": self.state, "warnings": self.warnings})
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "PromptReply":
+    def from_parts(cls, parts: list[Any]) -> PromptReply:
         header, _ = decode(parts, cls.TYPE)
         what = "prompt reply"
         return cls(request_id=f.integer(header, "request_id", what), ok=f.boolean(header, "ok", what),
@@ -379,7 +379,7 @@ class SegmentationResult:
         return encode(header, {"rgb": self.rgb, "masks": masks})
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "SegmentationResult":
+    def from_parts(cls, parts: list[Any]) -> SegmentationResult:
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "result")
         rgb, masks = _array(arrays, "rgb", "result"), _array(arrays, "masks", "result")
@@ -421,7 +421,7 @@ class MaskBroadcast:
         return encode(header, {f"rle{i}": rle_encode(o.mask) for i, o in enumerate(self.objects)})
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "MaskBroadcast":
+    def from_parts(cls, parts: list[Any]) -> MaskBroadcast:
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "masks")
         size = header.get("size")
@@ -463,7 +463,7 @@ class OverlayImage:
         return encode(header, {"image": np.frombuffer(self.data, np.uint8) if isinstance(self.data, bytes) else self.data})
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> "OverlayImage":
+    def from_parts(cls, parts: list[Any]) -> OverlayImage:
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "overlay")
         encoding = f.text(header, "encoding", "overlay", max_len=16)

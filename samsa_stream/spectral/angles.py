@@ -7,6 +7,7 @@ A pixel with a zero spectrum has no spectral shape: its angle to any reference i
 from __future__ import annotations
 
 import numpy as np
+
 from ..errors import SamsaError
 
 HALF_PI = np.float32(np.pi / 2)
@@ -76,7 +77,7 @@ class PixelSpectra:
         self.tiny = nonzero_tiny[np.any(pixels[nonzero_tiny] != 0, axis=1)] if nonzero_tiny.size else nonzero_tiny
 
     @classmethod
-    def of(cls, cube: np.ndarray) -> "PixelSpectra":
+    def of(cls, cube: np.ndarray) -> PixelSpectra:
         cube = np.asarray(cube)
         if cube.ndim != 3:
             raise SpectralError(f"cube must be H x W x B, got shape {cube.shape}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,26 +11,28 @@ import pytest
 import zmq
 
 from samsa_stream.display.console import PromptConsole
+from samsa_stream.display.subscriber import Subscriber, Update
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.node import LocalNode, wait_until
-from samsa_stream.protocol import MaskBroadcast, topic
-from samsa_stream.transport import SocketFactory
+from samsa_stream.protocol import MaskBroadcast
 
 FAST = {"ingest": {"fps": 25.0, "phantom": {"height": 60, "width": 80, "bands": 24, "motion_px": 2.0}},
         "log": {"level": "INFO", "stats_interval_s": 1.0}}
 
 
 class Display:
-    """A test display: a real SUB socket on the broadcast link."""
+    """A test display: the project's Subscriber on one stream's masks, on the real broadcast link."""
 
     def __init__(self, node: LocalNode, stream: str = "cam0") -> None:
-        self.sockets = SocketFactory(node.settings)
-        self.sub = self.sockets.socket("broadcast_in", subscribe=topic("mask", stream))
+        self.subscriber = Subscriber(node.settings, [stream], kinds=("mask",))
+
+    @property
+    def counters(self) -> Counter[str]:
+        return self.subscriber.stats.counters
 
     def next_mask(self, timeout_s: float = 5.0) -> MaskBroadcast | None:
-        if not self.sub.poll(int(timeout_s * 1000)):
-            return None
-        return MaskBroadcast.from_parts(self.sub.recv_multipart()[1:])
+        update = self.subscriber.receive(int(timeout_s * 1000))
+        return None if update is None else update.masks
 
     def masks(self, count: int, timeout_s: float = 10.0) -> list[MaskBroadcast]:
         out: list[MaskBroadcast] = []
@@ -41,7 +44,7 @@ class Display:
         return out
 
     def close(self) -> None:
-        self.sockets.close()
+        self.subscriber.close()
 
 
 @pytest.fixture(params=["ipc", "tcp"])
@@ -91,3 +94,32 @@ def raw_socket(kind: int, endpoint: str, bind: bool) -> tuple[zmq.Context, zmq.S
     sock.setsockopt(zmq.LINGER, 0)
     (sock.bind if bind else sock.connect)(endpoint)
     return ctx, sock
+
+
+def worker_outcomes(console: PromptConsole) -> int:
+    """Segmentations the worker has finished, whatever became of their results."""
+    counters = status(console)["counters"]
+    return sum(counters.get(k, 0) for k in ("results_sent", "results_dropped", "frames_failed", "frames_overwritten"))
+
+
+def settle(node: LocalNode, console: PromptConsole, display: Subscriber, stream: str = "cam0") -> Update:
+    """Stop the camera, wait until nothing moves any more and ``display`` shows the publisher's cached
+    state of ``stream`` (what a display that joins now gets), and return that state."""
+    node.stop("ingest")
+    agreed: list[tuple[str, int] | None] = []
+
+    def idle() -> bool:
+        before = worker_outcomes(console)
+        with Subscriber(node.settings, [stream], kinds=("mask",)) as probe:
+            cached = probe.receive(5000)
+        display.drain()
+        shown = display.latest(stream)
+        same = (cached is not None and shown is not None and worker_outcomes(console) == before
+                and (shown.publisher, shown.seq) == (cached.publisher, cached.seq))
+        agreed.append((cached.publisher, cached.seq) if same and cached is not None else None)
+        return len(agreed) >= 2 and agreed[-1] is not None and agreed[-1] == agreed[-2]
+
+    assert wait_until(idle, timeout=60, interval=0.1), f"the pipeline did not settle: {agreed[-5:]}"
+    shown = display.latest(stream)
+    assert shown is not None
+    return shown

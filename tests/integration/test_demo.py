@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_demo_writes_summary_and_overlays(tmp_path: Path) -> None:
     out = tmp_path / "demo"
@@ -35,3 +37,24 @@ def test_demo_rejects_bad_arguments(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "samsa_stream", "demo", "--out", str(tmp_path), "--fps", "-3"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "ingest.fps" in proc.stderr
+
+
+def test_the_demo_merges_settings_as_every_command_does(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from samsa_stream import cli, demo
+    from samsa_stream.settings import load_settings
+
+    passed: dict = {}
+
+    def run_demo(frames: int, out: Path, overrides: dict, **kwargs: object) -> dict:
+        passed.update(overrides)
+        return dict.fromkeys(("frames_captured", "frames_processed", "frames_dropped", "masks_published", "engine",
+                              "latency_ms", "iou_vs_phantom", "wall_time_s"), 0)
+
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    for argv, fps in ((["--set", "ingest.fps=1", "--set", "ingest.fps=2"], 2.0),  # the last --set wins
+                      (["--fps", "3", "--set", "ingest.fps=4"], 3.0)):  # a flag wins over --set
+        passed.clear()
+        args = cli.build_parser().parse_args(["demo", "--out", str(tmp_path), *argv])
+        assert cli.settings_from(args).ingest.fps == fps
+        assert args.handler(args) == 0
+        assert load_settings(None, passed).ingest.fps == fps

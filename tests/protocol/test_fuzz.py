@@ -14,12 +14,21 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from samsa_stream.protocol import (
-    ClickPrompt, CubeFrame, MaskBroadcast, ObjectMask, OverlayImage, PromptReply, ProtocolError, SegmentationResult,
-    decode_prompt, encode_image,
+    ClickPrompt,
+    CubeFrame,
+    MaskBroadcast,
+    ObjectMask,
+    OverlayImage,
+    PromptReply,
+    ProtocolError,
+    SegmentationResult,
+    decode_prompt,
+    encode_image,
 )
 from tests.conftest import phantom_frames
 

@@ -5,14 +5,33 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from samsa_stream.protocol import (
-    PROMPTS, PROTOCOL_VERSION, ClickPrompt, CubeFrame, MaskBroadcast, ObjectMask, OverlayImage, PromptReply,
-    PromptRequest, ProtocolError, RemovePrompt, ResetPrompt, SegmentationResult, StatePrompt, StatusPrompt, UndoPrompt,
-    decode, decode_prompt, encode, rle_decode, rle_encode,
+    PROMPTS,
+    PROTOCOL_VERSION,
+    ClickPrompt,
+    CubeFrame,
+    MaskBroadcast,
+    ObjectMask,
+    OverlayImage,
+    PromptReply,
+    PromptRequest,
+    ProtocolError,
+    RemovePrompt,
+    ResetPrompt,
+    SegmentationResult,
+    StatePrompt,
+    StatusPrompt,
+    UndoPrompt,
+    decode,
+    decode_prompt,
+    encode,
+    rle_decode,
+    rle_encode,
 )
 from tests.conftest import phantom_frames
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from samsa_stream.protocol import MaskBroadcast, ObjectMask, OverlayImage, SegmentationResult
-from samsa_stream.protocol import decode_image, encode_image
+from samsa_stream.protocol import (
+    MaskBroadcast,
+    ObjectMask,
+    OverlayImage,
+    SegmentationResult,
+    decode_image,
+    encode_image,
+)
 from samsa_stream.publisher.overlay import render_overlay
 from samsa_stream.publisher.process import Publisher
 from samsa_stream.settings import load_settings

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from samsa_stream.spectral.angles import (
-    SpectralError, angle_to_similarity, reference_spectrum, similarity_map, spectral_angles,
+    SpectralError,
+    angle_to_similarity,
+    reference_spectrum,
+    similarity_map,
+    spectral_angles,
 )
 
 

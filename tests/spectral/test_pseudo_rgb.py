@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from samsa_stream.spectral.colorimetry import colorimetric_weights, cie_tables, xyz_weights
+from samsa_stream.spectral.colorimetry import cie_tables, colorimetric_weights, xyz_weights
 from samsa_stream.spectral.pseudo_rgb import PROJECTIONS, band_window_weights, choose_projection, render_pseudo_rgb
 
 GRIDS = {
