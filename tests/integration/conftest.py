@@ -62,7 +62,9 @@ def start_all(node: LocalNode, *names: str) -> None:
 
 def console_for(node: LocalNode) -> PromptConsole:
     console = PromptConsole(node.settings, "cam0")
-    assert wait_until(console.answers, timeout=20, interval=0.2), "worker did not answer"
+    if not wait_until(console.answers, timeout=20, interval=0.2):
+        console.close()  # an open console would hold the context and hang the next test's shutdown
+        pytest.fail("worker did not answer")
     return console
 
 

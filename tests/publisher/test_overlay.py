@@ -51,16 +51,19 @@ def test_publisher_sends_masks_first_and_caches_per_topic() -> None:
     rgb, objects = scene()
     pub = Publisher(load_settings(overrides={"publisher": {"overlay_every": 2}}))
     result = SegmentationResult("cam0", 7, 11, rgb, objects, "spectral", hops=[["ingest_out", 12]], notices=["n"])
-    first = list(pub.messages(result))
-    assert [t for t, _ in first] == [b"mask/cam0/", b"overlay/cam0/"]
-    masks = MaskBroadcast.from_parts([bytes(p) for p in first[0][1]])
-    assert masks.seq == 1 and masks.notices == ["n"] and [h[0] for h in masks.hops] == ["ingest_out", "publisher_out"]
+    first = list(pub.publish(result))
+    assert [b[0] for b in first] == [b"mask/cam0/", b"overlay/cam0/"]
+    masks = MaskBroadcast.from_parts([bytes(p) for p in first[0][1:]])
+    hops = [h[0] for h in masks.hops]
+    assert masks.seq == 1 and masks.notices == ["n"] and hops == ["ingest_out", "publisher_in", "publisher_out"]
     np.testing.assert_array_equal(masks.objects[0].mask, objects[0].mask)
-    overlay = OverlayImage.from_parts([bytes(p) for p in first[1][1]])
+    overlay = OverlayImage.from_parts([bytes(p) for p in first[1][1:]])
     assert overlay.seq == 1 and decode_image(overlay.data).shape == rgb.shape
-    second = list(pub.messages(result))
-    assert [t for t, _ in second] == [b"mask/cam0/"]  # overlay_every = 2
-    for t, parts in first + second:
-        pub.cache[t] = parts
-    assert len(pub.replay_cache(b"mask/cam0/")) == 1 and len(pub.replay_cache(b"")) == 2
+    second = list(pub.publish(SegmentationResult("cam0", 8, 12, rgb, objects, "spectral")))
+    assert [b[0] for b in second] == [b"mask/cam0/"]  # overlay_every = 2
+    # The cache holds the newest message of each topic: frame 8's masks, frame 7's overlay.
+    cached = {b[0]: b for b in pub.replay_cache(b"")}
+    assert sorted(cached) == [b"mask/cam0/", b"overlay/cam0/"]
+    assert MaskBroadcast.from_parts([bytes(p) for p in cached[b"mask/cam0/"][1:]]).frame_id == 8
+    assert OverlayImage.from_parts([bytes(p) for p in cached[b"overlay/cam0/"][1:]]).frame_id == 7
     assert pub.replay_cache(b"mask/cam1/") == []
