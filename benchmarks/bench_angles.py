@@ -60,7 +60,8 @@ def main() -> None:
         gpu = torch.device("cuda")
         resident = torch_angles.cube_to_device(cube, gpu)
         sync = torch.cuda.synchronize
-        cases["torch_cuda_resident"] = median_ms(lambda: torch_angles.spectral_angles(resident, refs), args.repeats, sync)
+        cases["torch_cuda_resident"] = median_ms(lambda: torch_angles.spectral_angles(resident, refs), args.repeats,
+                                                 sync)
         cases["torch_cuda_with_upload"] = median_ms(
             lambda: torch_angles.spectral_angles(torch_angles.cube_to_device(cube, gpu), refs), args.repeats, sync)
     import spectral

@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=1024)
     weights = parser.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", help="official SAM2/SAM2.1 checkpoint")
-    weights.add_argument("--random-weights", action="store_true", help="SAM2.1 tiny (or --sam2-config) with random weights")
+    weights.add_argument("--random-weights", action="store_true",
+                         help="SAM2.1 tiny (or --sam2-config) with random weights")
     parser.add_argument("--sam2-config", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=10)

@@ -23,7 +23,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from samsa_stream.ingest.formats import open_captures
 from samsa_stream.ingest.formats.envi import write_envi
 from samsa_stream.ingest.normalize import Normalizer
 from samsa_stream.ingest.sources.base import Capture
+from samsa_stream.protocol import CubeFrame
 from samsa_stream.settings import IngestSettings
 from samsa_stream.spectral.pseudo_rgb import PROJECTIONS, choose_projection, render_pseudo_rgb
 
@@ -48,7 +51,8 @@ def write_cases(folder: Path, h: int, w: int, b: int) -> dict[str, Path]:
     raw_dir = folder / "helicoid_u16_raw"
     raw_dir.mkdir()
     write_envi(raw_dir / "raw.hdr", np.round(100 + refl * 3000).astype(np.uint16), wl, interleave="bil", data_suffix="")
-    write_envi(raw_dir / "whiteReference.hdr", np.full((16, w, b), 3100, np.uint16), wl, interleave="bil", data_suffix="")
+    write_envi(raw_dir / "whiteReference.hdr", np.full((16, w, b), 3100, np.uint16), wl, interleave="bil",
+               data_suffix="")
     write_envi(raw_dir / "darkReference.hdr", np.full((16, w, b), 100, np.uint16), wl, interleave="bil", data_suffix="")
     tivita = folder / "tivita_SpecCube.dat"
     with open(tivita, "wb") as fh:
@@ -59,10 +63,23 @@ def write_cases(folder: Path, h: int, w: int, b: int) -> dict[str, Path]:
             "helicoid_uint16_raw_calibrated": raw_dir, "tivita": tivita}
 
 
-def _timed(fn: Callable[[], object]) -> tuple[float, object]:
+T = TypeVar("T")
+
+
+def _timed(fn: Callable[[], T]) -> tuple[float, T]:
     start = time.perf_counter()
     out = fn()
     return (time.perf_counter() - start) * 1000.0, out
+
+
+def _read(path: Path) -> Capture:
+    capture = next(iter(open_captures(path)))
+    capture.cube = np.array(capture.cube)  # bring the stored values into memory, as stored
+    return capture
+
+
+def _file_to_frame(normalizer: Normalizer, path: Path, frame_id: int) -> CubeFrame:
+    return normalizer(next(iter(open_captures(path))), "bench", frame_id, 0)
 
 
 def bench_case(path: Path, repeats: int) -> dict[str, object]:
@@ -70,15 +87,12 @@ def bench_case(path: Path, repeats: int) -> dict[str, object]:
     read, normalize, rgb, total = [], [], [], []
     frame = None
     for k in range(repeats):
-        def read_once() -> Capture:
-            capture = next(iter(open_captures(path)))
-            capture.cube = np.array(capture.cube)  # bring the stored values into memory, as stored
-            return capture
-        t_read, capture = _timed(read_once)
-        t_norm, frame = _timed(lambda: normalizer(capture, "bench", k, 0))
+        # partial binds this iteration's values now (a lambda would read the loop variables when called)
+        t_read, capture = _timed(partial(_read, path))
+        t_norm, frame = _timed(partial(normalizer, capture, "bench", k, 0))
         weights = PROJECTIONS[choose_projection(frame.wavelengths_nm)](frame.wavelengths_nm)  # cached in the node
-        t_rgb, _ = _timed(lambda: render_pseudo_rgb(frame.cube, frame.wavelengths_nm, weights=weights))
-        t_total, _ = _timed(lambda: normalizer(next(iter(open_captures(path))), "bench", k, 0))
+        t_rgb, _ = _timed(partial(render_pseudo_rgb, frame.cube, frame.wavelengths_nm, weights=weights))
+        t_total, _ = _timed(partial(_file_to_frame, normalizer, path, k))
         read.append(t_read)
         normalize.append(max(t_norm - t_rgb, 0.0))
         rgb.append(t_rgb)
@@ -89,8 +103,8 @@ def bench_case(path: Path, repeats: int) -> dict[str, object]:
     return {"shape": list(frame.cube.shape), "stored": next(iter(open_captures(path))).metadata.get("stored_dtype"),
             "projection": "colorimetric" if frame.wavelengths_nm[0] <= 400 else "windows",
             "read_ms": round(med(read), 1), "normalize_ms": round(med(normalize), 1),
-            "pseudo_rgb_ms": round(med(rgb), 1), "total_ms": round(med(total), 1), "total_best_ms": round(min(total), 1),
-            "total_fps": round(1000.0 / med(total), 1)}
+            "pseudo_rgb_ms": round(med(rgb), 1), "total_ms": round(med(total), 1),
+            "total_best_ms": round(min(total), 1), "total_fps": round(1000.0 / med(total), 1)}
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ def encode(header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) 
     for name, array in (arrays or {}).items():
         wire = _wire_array(name, array)
         specs.append({"name": name, "dtype": wire.dtype.str, "shape": list(wire.shape)})
-        parts.append(memoryview(wire).cast("B") if wire.size else b"")
+        parts.append(wire.data.cast("B") if wire.size else b"")  # .data: the array's own memoryview, no copy
     header["arrays"] = specs
     parts[0] = msgpack.packb(header, use_bin_type=True)
     return parts
@@ -62,7 +62,8 @@ def _as_buffer(part: Any) -> memoryview:
     return memoryview(buffer if buffer is not None else part).cast("B")
 
 
-def decode(parts: Sequence[Any], expect_type: str | Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def decode(parts: Sequence[Any],
+           expect_type: str | Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Multipart parts -> (header, arrays). Arrays are read-only views on the received buffers.
 
     Raises ProtocolError for a truncated or padded message, bad msgpack, a wrong version,
@@ -93,9 +94,10 @@ def decode(parts: Sequence[Any], expect_type: str | Sequence[str] | None = None)
     if len(specs) > MAX_ARRAYS:
         raise ProtocolError(f"header declares {len(specs)} arrays, more than the {MAX_ARRAYS} allowed")
     if len(specs) != len(parts) - 1:
-        raise ProtocolError(f"header declares {len(specs)} array part(s) but the message has {len(parts) - 1} (truncated or padded message)")
+        raise ProtocolError(f"header declares {len(specs)} array part(s) but the message has {len(parts) - 1}"
+                            " (truncated or padded message)")
     arrays: dict[str, np.ndarray] = {}
-    for spec, part in zip(specs, parts[1:]):
+    for spec, part in zip(specs, parts[1:], strict=True):
         arrays_name, array = _decode_array(spec, _as_buffer(part))
         if arrays_name in arrays:
             raise ProtocolError(f"array {arrays_name!r} appears twice in the message")

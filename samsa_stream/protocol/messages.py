@@ -53,7 +53,8 @@ def check_cube(cube: np.ndarray, wavelengths_nm: np.ndarray, rgb: np.ndarray, la
     if wavelengths_nm.dtype.kind != "f":
         raise ProtocolError(f"{what}: wavelengths must be floating point (nm), got {wavelengths_nm.dtype}")
     if wavelengths_nm.shape != (b,):
-        raise ProtocolError(f"{what}: {wavelengths_nm.shape[0] if wavelengths_nm.ndim == 1 else wavelengths_nm.shape} wavelengths for {b} bands")
+        count = wavelengths_nm.shape[0] if wavelengths_nm.ndim == 1 else wavelengths_nm.shape
+        raise ProtocolError(f"{what}: {count} wavelengths for {b} bands")
     if not np.all(np.isfinite(wavelengths_nm)) or (b > 1 and not np.all(np.diff(wavelengths_nm) > 0)):
         raise ProtocolError(f"{what}: wavelengths must be finite and strictly increasing")
     if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
@@ -95,15 +96,17 @@ class CubeFrame:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.cube.shape  # type: ignore[return-value]
+        return self.cube.shape
 
     def validate(self) -> CubeFrame:
-        check_cube(self.cube, self.wavelengths_nm, self.rgb, self.labels, what=f"frame {self.stream_id}#{self.frame_id}")
+        check_cube(self.cube, self.wavelengths_nm, self.rgb, self.labels,
+                   what=f"frame {self.stream_id}#{self.frame_id}")
         return self
 
     def to_parts(self, cube_ref: dict[str, Any] | None = None) -> list[Any]:
         """Multipart parts; with ``cube_ref`` the cube stays out of the message (it lies in shared memory)."""
-        arrays = {"cube": self.cube, "wavelengths_nm": np.asarray(self.wavelengths_nm, dtype=np.float64), "rgb": self.rgb}
+        arrays = {"cube": self.cube, "wavelengths_nm": np.asarray(self.wavelengths_nm, dtype=np.float64),
+                  "rgb": self.rgb}
         if self.labels is not None:
             arrays["labels"] = self.labels.astype(np.int32, copy=False)
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
@@ -114,7 +117,8 @@ class CubeFrame:
         return encode(header, arrays)
 
     @classmethod
-    def from_parts(cls, parts: list[Any], resolve_cube: Callable[[dict[str, Any]], np.ndarray] | None = None) -> CubeFrame:
+    def from_parts(cls, parts: list[Any],
+                   resolve_cube: Callable[[dict[str, Any]], np.ndarray] | None = None) -> CubeFrame:
         """Decode and validate; ``resolve_cube`` maps a shared-memory ``cube_ref`` to the cube."""
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "frame")
@@ -313,7 +317,8 @@ class PromptReply:
         header, _ = decode(parts, cls.TYPE)
         what = "prompt reply"
         return cls(request_id=f.integer(header, "request_id", what), ok=f.boolean(header, "ok", what),
-                   error=f.text(header, "error", what, default=None), state=f.mapping(header, "state", what, default={}),
+                   error=f.text(header, "error", what, default=None),
+                   state=f.mapping(header, "state", what, default={}),
                    warnings=f.texts(header, "warnings", what, default=[]))
 
 
@@ -342,7 +347,8 @@ def _object_meta(header: dict[str, Any], what: str) -> list[dict[str, Any]]:
         if not isinstance(meta, dict):
             raise ProtocolError(f"{where} must be a map, got {meta!r:.80}")
         colour = meta.get("colour", [255, 0, 0])
-        if not (isinstance(colour, list) and len(colour) == 3 and all(type(c) is int and 0 <= c <= 255 for c in colour)):
+        if not (isinstance(colour, list) and len(colour) == 3
+                and all(type(c) is int and 0 <= c <= 255 for c in colour)):
             raise ProtocolError(f"{where}: 'colour' must be [R, G, B] with integers 0-255, got {colour!r:.80}")
         metas.append({"id": f.integer(meta, "id", where, lo=1, hi=MAX_OBJECT_ID),
                       "label": f.text(meta, "label", where, default="", max_len=128), "colour": tuple(colour),
@@ -352,7 +358,7 @@ def _object_meta(header: dict[str, Any], what: str) -> list[dict[str, Any]]:
 
 def _objects_from_meta(metas: list[dict[str, Any]], masks: list[np.ndarray]) -> list[ObjectMask]:
     return [ObjectMask(object_id=m["id"], label=m["label"], colour=m["colour"], mask=mask, score=m["score"])
-            for m, mask in zip(metas, masks)]
+            for m, mask in zip(metas, masks, strict=True)]
 
 
 @dataclass
@@ -372,7 +378,8 @@ class SegmentationResult:
 
     def to_parts(self) -> list[Any]:
         h, w = self.rgb.shape[:2]
-        masks = np.stack([o.mask for o in self.objects]).astype(np.uint8) if self.objects else np.zeros((0, h, w), np.uint8)
+        masks = (np.stack([o.mask for o in self.objects]).astype(np.uint8) if self.objects
+                 else np.zeros((0, h, w), np.uint8))
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
                   "hops": self.hops, "engine": self.engine, "notices": self.notices, "stats": self.stats,
                   "objects": [o.meta() for o in self.objects]}
@@ -460,7 +467,8 @@ class OverlayImage:
     def to_parts(self) -> list[Any]:
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
                   "hops": self.hops, "encoding": self.encoding, "seq": self.seq, "publisher": self.publisher}
-        return encode(header, {"image": np.frombuffer(self.data, np.uint8) if isinstance(self.data, bytes) else self.data})
+        image = np.frombuffer(self.data, np.uint8) if isinstance(self.data, bytes) else self.data
+        return encode(header, {"image": image})
 
     @classmethod
     def from_parts(cls, parts: list[Any]) -> OverlayImage:

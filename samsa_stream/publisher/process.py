@@ -160,7 +160,7 @@ def run_publisher(settings: Settings, stop: threading.Event, stats_file: Path | 
         results = sockets.socket("results_in")
         xpub = sockets.socket("broadcast_out")
 
-        def send(broadcasts: list[Broadcast]) -> None:
+        def send(broadcasts: Iterable[Broadcast]) -> None:
             for parts in broadcasts:
                 if not send_nowait(xpub, parts):
                     stats.count("broadcasts_dropped")

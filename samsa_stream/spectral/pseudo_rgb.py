@@ -36,7 +36,8 @@ def _srgb_encode(linear: np.ndarray) -> np.ndarray:
 _SRGB_LUT[:] = np.round(_srgb_encode(np.linspace(0.0, 1.0, _LUT_SIZE)) * 255.0).astype(np.uint8)
 
 
-def band_window_weights(wavelengths_nm: np.ndarray, windows: tuple[tuple[float, float], ...] = BAND_WINDOWS_NM) -> np.ndarray:
+def band_window_weights(wavelengths_nm: np.ndarray,
+                        windows: tuple[tuple[float, float], ...] = BAND_WINDOWS_NM) -> np.ndarray:
     """(B, 3) weights averaging the bands inside each channel's window (rows sum to 1 per channel)."""
     wl = np.asarray(wavelengths_nm, dtype=np.float64)
     weights = np.zeros((wl.size, 3), dtype=np.float32)

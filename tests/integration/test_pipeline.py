@@ -108,7 +108,7 @@ def test_bad_frames_and_prompts_are_counted_and_survived(node: LocalNode) -> Non
         for n, parts in enumerate(bad_messages, start=1):
             send(parts)  # one at a time, each counted before the next: none can be dropped at the high-water mark
             assert wait_until(lambda n=n: status(console)["counters"].get("frames_rejected", 0) >= n, timeout=20)
-        assert click_object(node, console) is not None
+        click_object(node, console)  # asserts the click was applied
         for f in frames[2:]:
             send([t, *f.to_parts()])
             assert wait_until(lambda f=f: status(console)["streams"]["cam0"]["last_frame_id"] == f.frame_id, 20)
@@ -164,7 +164,8 @@ def test_each_process_can_restart_without_the_others(node: LocalNode, tmp_path) 
                 console = console_for(node)
                 assert status(console)["streams"]["cam0"]["objects"][0]["id"] == 1, "prompts lost in the restart"
             frame = latest_frame(console)
-            if name == "ingest":  # a restarted camera counts from 0 again: skip the frames the object was not clicked on
+            # a restarted camera counts from 0 again: skip the frames the object was not clicked on
+            if name == "ingest":
                 time.sleep(0.5)
                 frame = -1
             assert tracking(frame) >= 0.8, f"no tracking after restarting {name}"

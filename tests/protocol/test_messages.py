@@ -124,13 +124,13 @@ def test_result_and_broadcast_round_trip(frame: CubeFrame) -> None:
     res = SegmentationResult("cam0", 5, 99, frame.rgb, _objects(h, w), "spectral", hops=[["w", 1]], notices=["n"])
     back = SegmentationResult.from_parts(_bytes(res.to_parts()))
     assert [o.object_id for o in back.objects] == [1, 3] and back.notices == ["n"]
-    for a, b in zip(res.objects, back.objects):
+    for a, b in zip(res.objects, back.objects, strict=True):
         np.testing.assert_array_equal(a.mask, b.mask)
         assert (a.label, a.colour) == (b.label, b.colour)
     cast = MaskBroadcast("cam0", 5, 99, (h, w), res.objects, "spectral", seq=4, hops=[["p", 2]])
     back2 = MaskBroadcast.from_parts(_bytes(cast.to_parts()))
     assert back2.seq == 4 and back2.size == (h, w)
-    for a, b in zip(res.objects, back2.objects):
+    for a, b in zip(res.objects, back2.objects, strict=True):
         np.testing.assert_array_equal(a.mask, b.mask)
 
 
@@ -299,7 +299,8 @@ def test_result_with_masks_for_wrong_object_count_is_rejected(frame: CubeFrame) 
 
 def test_broadcast_with_bad_run_lengths_is_rejected() -> None:
     mask = np.zeros((4, 5), bool)
-    parts = _bytes(MaskBroadcast("cam0", 1, 1, (4, 5), [ObjectMask(1, "a", (1, 2, 3), mask, 0.0)], "spectral").to_parts())
+    broadcast = MaskBroadcast("cam0", 1, 1, (4, 5), [ObjectMask(1, "a", (1, 2, 3), mask, 0.0)], "spectral")
+    parts = _bytes(broadcast.to_parts())
     header = msgpack.unpackb(parts[0])
     header["size"] = [5, 5]
     with pytest.raises(ProtocolError, match="add up to 20 pixels, expected 5x5=25"):

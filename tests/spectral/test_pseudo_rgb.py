@@ -42,7 +42,8 @@ def test_common_grey_levels_are_exactly_neutral(level: float, grid: str, project
 
 
 @hsettings(max_examples=60, deadline=None)
-@given(level=st.floats(0.0, 1.0), grid=st.sampled_from(sorted(GRIDS)), projection=st.sampled_from(["colorimetric", "windows"]))
+@given(level=st.floats(0.0, 1.0), grid=st.sampled_from(sorted(GRIDS)),
+       projection=st.sampled_from(["colorimetric", "windows"]))
 def test_any_flat_reflector_is_grey_under_either_projection(level: float, grid: str, projection: str) -> None:
     rgb = _render(np.full(GRIDS[grid].size, level), GRIDS[grid], projection=projection).astype(int)
     # Float rounding may split a level that lies exactly on a LUT cell edge by one step, never more.

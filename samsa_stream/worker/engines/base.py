@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -56,16 +57,21 @@ class ObjectMemory:
         self.engine = None
 
 
-class Engine(ABC):
+Ctx = TypeVar("Ctx", bound=FrameContext)
+
+
+class Engine(ABC, Generic[Ctx]):
+    """``Ctx`` is the engine's own FrameContext: what its ``prepare`` returns is what its ``segment`` takes."""
+
     name: str = "engine"
     notices: tuple[str, ...] = ()  # shown on every display (e.g. "random weights: masks are meaningless")
 
     @abstractmethod
-    def prepare(self, frame: CubeFrame) -> FrameContext:
+    def prepare(self, frame: CubeFrame) -> Ctx:
         """Per-frame work shared by every object on the frame."""
 
     @abstractmethod
-    def segment(self, ctx: FrameContext, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
+    def segment(self, ctx: Ctx, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
         """One object's mask on the prepared frame; update ``memory`` for the next frame."""
 
     def forget(self, stream_id: str) -> None:

@@ -42,7 +42,8 @@ class FusionAdapter(nn.Module):
         self.out_s1 = nn.Conv2d(2 * hidden, self.channels[1], 1)
         for layer in (self.out_s0, self.out_s1):  # zero-init: an untrained adapter is the identity on SAM2
             nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:  # always: both are built with a bias (Conv2d types it Optional)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``maps`` (N, 2, S/4, S/4) -> (N, C0, S/4, S/4), (N, C1, S/8, S/8)."""

@@ -40,7 +40,7 @@ class PromptEngine(Sam2Engine):
         return self.knobs.mask_logit_scale * ((self.threshold_rad - theta) / self.threshold_rad).clamp(-1.0, 1.0)
 
     def mask_prompt(self, ctx: Sam2Context, points: PointPrompts, previous: torch.Tensor | None,
-                    maps: SpectralMaps | None) -> torch.Tensor:
+                    maps: SpectralMaps | None) -> torch.Tensor | None:
         if maps is None:  # not reached: uses_similarity makes segment compute the maps
             return super().mask_prompt(ctx, points, previous, maps)
         logits = self.spectral_logits(maps)

@@ -85,7 +85,7 @@ class Sam2Memory(EngineMemory):
     grid: tuple[int, tuple[int, int]]  # (decoder mask size, (H, W) of the image)
 
 
-class Sam2Engine(Engine):
+class Sam2Engine(Engine[Sam2Context]):
     """SAM2 on the pseudo-RGB; the base of every SAM2 engine (on its own it is the ``rgb`` engine)."""
 
     name = "rgb"

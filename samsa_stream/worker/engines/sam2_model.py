@@ -12,12 +12,15 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ...settings import WorkerSettings
 from .base import EngineError
+
+if TYPE_CHECKING:  # sam2 is imported only when a model is built; it ships no type information (Any to mypy)
+    from sam2.modeling.sam2_base import SAM2Base
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def _model_config(config: str, image_size: int) -> Any:
     return cfg.model
 
 
-def build_model(config: str, image_size: int, seed: int | None = None) -> torch.nn.Module:
+def build_model(config: str, image_size: int, seed: int | None = None) -> SAM2Base:
     """The SAM2 architecture of ``config`` at ``image_size``, randomly initialized (seeded if given), on the CPU."""
     from hydra.utils import instantiate
 
@@ -153,7 +156,7 @@ def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str
 
 @dataclass
 class LoadedSam2:
-    model: torch.nn.Module  # SAM2Base, eval mode, on ``device``
+    model: SAM2Base  # eval mode, on ``device``
     variant: Sam2Variant
     device: torch.device
     random_weights: bool

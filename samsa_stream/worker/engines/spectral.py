@@ -57,7 +57,7 @@ def select_regions(candidate: np.ndarray, keep_at: list[tuple[int, int]], anchor
     return keep[regions]
 
 
-class SpectralEngine(Engine):
+class SpectralEngine(Engine[SpectralContext]):
     """Carries nothing between frames beyond ``ObjectMemory.last_mask`` (the regions it follows)."""
 
     name = "spectral"
@@ -105,5 +105,6 @@ class SpectralEngine(Engine):
             memory.last_mask = mask
         score = float(sim[mask].mean()) if mask.any() else 0.0
         # Logit-like map: positive inside the angle threshold, scaled by the distance to it.
-        logits = (angle_to_similarity(near_pos) - angle_to_similarity(np.float32(self.settings.threshold_rad))) * 20.0
+        at_threshold = angle_to_similarity(np.asarray(self.settings.threshold_rad, np.float32))
+        logits = (angle_to_similarity(near_pos) - at_threshold) * 20.0
         return Segmentation(mask=mask, score=score, similarity=sim, logits=logits.astype(np.float32))

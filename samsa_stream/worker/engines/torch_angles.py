@@ -64,7 +64,7 @@ class PixelSpectra:
         n = self.pixels.shape[0]
         block = n if self.pixels.device.type != "cpu" else CPU_BLOCK
         with_norms = self.inv_norm is None
-        inv_norm = torch.empty(n, 1, device=self.pixels.device) if with_norms else self.inv_norm
+        inv_norm = torch.empty(n, 1, device=self.pixels.device) if self.inv_norm is None else self.inv_norm
         theta = torch.empty(n, directions.shape[1], device=self.pixels.device)
         for start in range(0, n, block):
             pixels = self.pixels[start:start + block]
