@@ -29,15 +29,15 @@ def check_stream_id(value: Any, what: str = "stream id") -> str:
     return value
 
 
-def _name(kind: str) -> str:
-    return {"int": "an integer", "str": "a string", "bool": "true or false", "number": "a number",
-            "list": "a list", "map": "a map"}[kind]
-
-
-def _get(header: dict[str, Any], name: str, what: str, default: Any) -> tuple[Any, bool]:
-    """(value, True) when the field is given; (default, False) when it is absent, or nil where nil is the default."""
+def _typed(header: dict[str, Any], name: str, what: str, default: Any, kinds: tuple[type, ...],
+           kind_name: str) -> tuple[Any, bool]:
+    """(value, True) when the field is given and of one of ``kinds`` exactly (so bool is no int);
+    (default, False) when it is absent, or nil where nil is the default; ProtocolError naming the field otherwise."""
     if name in header and not (header[name] is None and default is None):
-        return header[name], True
+        value = header[name]
+        if type(value) not in kinds:
+            raise ProtocolError(f"{what}: header field {name!r} must be {kind_name}, got {value!r:.80}")
+        return value, True
     if default is _MISSING:
         raise ProtocolError(f"{what}: header field {name!r} is missing")
     return default, False
@@ -46,64 +46,40 @@ def _get(header: dict[str, Any], name: str, what: str, default: Any) -> tuple[An
 def integer(header: dict[str, Any], name: str, what: str, lo: int = 0, hi: int = INT64_MAX,
             default: Any = _MISSING) -> Any:
     """An integer field in [lo, hi] (bool is not an integer here)."""
-    value, given = _get(header, name, what, default)
-    if not given:
-        return value
-    if type(value) is not int:
-        raise ProtocolError(f"{what}: header field {name!r} must be {_name('int')}, got {value!r:.80}")
-    if not lo <= value <= hi:
+    value, given = _typed(header, name, what, default, (int,), "an integer")
+    if given and not lo <= value <= hi:
         raise ProtocolError(f"{what}: header field {name!r} must be between {lo} and {hi}, got {value}")
     return value
 
 
 def number(header: dict[str, Any], name: str, what: str, default: Any = _MISSING) -> Any:
-    """A finite int or float field."""
-    value, given = _get(header, name, what, default)
+    """A finite int or float field, as a float."""
+    value, given = _typed(header, name, what, default, (int, float), "a number")
     if not given:
         return value
-    if type(value) not in (int, float):
-        raise ProtocolError(f"{what}: header field {name!r} must be {_name('number')}, got {value!r:.80}")
     if not math.isfinite(value):
         raise ProtocolError(f"{what}: header field {name!r} must be a finite number, got {value!r}")
     return float(value)
 
 
 def text(header: dict[str, Any], name: str, what: str, default: Any = _MISSING, max_len: int = MAX_TEXT) -> Any:
-    value, given = _get(header, name, what, default)
-    if not given:
-        return value
-    if not isinstance(value, str):
-        raise ProtocolError(f"{what}: header field {name!r} must be {_name('str')}, got {value!r:.80}")
-    if len(value) > max_len:
+    value, given = _typed(header, name, what, default, (str,), "a string")
+    if given and len(value) > max_len:
         raise ProtocolError(f"{what}: header field {name!r} is {len(value)} characters, more than {max_len}")
     return value
 
 
 def boolean(header: dict[str, Any], name: str, what: str, default: Any = _MISSING) -> Any:
-    value, given = _get(header, name, what, default)
-    if not given:
-        return value
-    if not isinstance(value, bool):
-        raise ProtocolError(f"{what}: header field {name!r} must be {_name('bool')}, got {value!r:.80}")
-    return value
+    return _typed(header, name, what, default, (bool,), "true or false")[0]
 
 
 def mapping(header: dict[str, Any], name: str, what: str, default: Any = _MISSING) -> Any:
-    value, given = _get(header, name, what, default)
-    if not given:
-        return value
-    if not isinstance(value, dict):
-        raise ProtocolError(f"{what}: header field {name!r} must be {_name('map')}, got {value!r:.80}")
-    return value
+    return _typed(header, name, what, default, (dict,), "a map")[0]
 
 
-def items(header: dict[str, Any], name: str, what: str, default: Any = _MISSING, max_len: int = MAX_ITEMS) -> list[Any]:
-    value, given = _get(header, name, what, default)
-    if not given:
-        return value
-    if not isinstance(value, list):
-        raise ProtocolError(f"{what}: header field {name!r} must be {_name('list')}, got {value!r:.80}")
-    if len(value) > max_len:
+def items(header: dict[str, Any], name: str, what: str, default: Any = _MISSING, max_len: int = MAX_ITEMS) -> Any:
+    value, given = _typed(header, name, what, default, (list,), "a list")
+    if given and len(value) > max_len:
         raise ProtocolError(f"{what}: header field {name!r} has {len(value)} entries, more than {max_len}")
     return value
 

@@ -106,7 +106,17 @@ def worker_outcomes(console: PromptConsole) -> int:
 
 def settle(node: LocalNode, console: PromptConsole, display: Subscriber, stream: str = "cam0") -> Update:
     """Stop the camera, wait until nothing moves any more and ``display`` shows the publisher's cached
-    state of ``stream`` (what a display that joins now gets), and return that state."""
+    state of ``stream`` (what a display that joins now gets), and return that state.
+
+    The camera stops only once ``display`` has shown a mask with objects: on a busy machine the
+    first results can be dropped while the worker's link to the publisher is still coming up."""
+
+    def shows_objects() -> bool:
+        display.drain()
+        shown = display.latest(stream)
+        return shown is not None and shown.masks is not None and bool(shown.masks.objects)
+
+    assert wait_until(shows_objects, timeout=60, interval=0.1), "no mask with objects reached the display"
     node.stop("ingest")
     agreed: list[tuple[str, int] | None] = []
 
