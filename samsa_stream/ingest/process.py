@@ -1,8 +1,10 @@
 """The ingest process: read a source, normalize each capture, publish the frame.
 
-Reading and normalizing run on a daemon thread one capture ahead of the sender (``CaptureReader``),
-so the loop answers a stop within a poll interval even while a large capture is being read; on
-stop it returns without waiting for a reader that is still blocked in the source.
+Reading and normalizing run on a daemon thread (``CaptureReader``), so the loop answers a stop
+within a poll interval even while a large capture is being read; on stop it returns without
+waiting for a reader that is still blocked in the source. At the ``fixed`` pace the reader reads
+when the tick comes (a camera captures at the tick, and the frame is not held back a period);
+replays (``recorded``, ``fast``) are read one capture ahead.
 
 The frame link is PUB (``transport.FrameLink``): a worker that is down or busy never blocks the
 camera; frames it cannot take are dropped at the high-water mark and the worker counts the gap.
@@ -63,6 +65,7 @@ class Normalized:
 
     frame: CubeFrame
     timestamp_ns: int | None
+    read_ns: int  # when the reader asked the source for it: the capture time of a camera read at the tick
 
 
 @dataclass
@@ -80,14 +83,30 @@ class CaptureReader:
 
     ``fileno()`` is readable while a result waits, so a ``PollLoop`` can wait on it; ``take``
     returns a ``Normalized`` frame, the SourceError/ProtocolError of a capture that cannot be
-    used, or ``SourceEnded``. Frame ids count the frames that normalized, from 0."""
+    used, or ``SourceEnded``. Frame ids count the frames that normalized, from 0. With
+    ``on_request`` the reader reads each capture only after ``request()``, so a camera is read
+    when the sender's tick comes rather than a frame period early."""
 
-    def __init__(self, source: Source, normalize: Callable[[Capture, int], CubeFrame]) -> None:
+    def __init__(self, source: Source, normalize: Callable[[Capture, int], CubeFrame],
+                 on_request: bool = False) -> None:
         self._source, self._normalize = source, normalize
         self._mailbox: Mailbox[ReaderItem] = Mailbox(1)
         self._halt = threading.Event()
+        self._requests: threading.Semaphore | None = threading.Semaphore(0) if on_request else None
         self._thread = threading.Thread(target=self._run, name="capture-reader", daemon=True)
         self._thread.start()
+
+    def request(self) -> None:
+        """Let an ``on_request`` reader read the next capture (no effect on a read-ahead reader)."""
+        if self._requests is not None:
+            self._requests.release()
+
+    def _requested(self) -> bool:
+        """Wait for the next request; False once the reader is halted."""
+        while self._requests is not None and not self._halt.is_set():
+            if self._requests.acquire(timeout=0.1):
+                return True
+        return not self._halt.is_set()
 
     def fileno(self) -> int:
         return self._mailbox.fileno()
@@ -98,7 +117,12 @@ class CaptureReader:
     def _run(self) -> None:
         frame_id = 0
         try:
-            for capture in self._source.captures():
+            captures = iter(self._source.captures())
+            while self._requested():
+                read_ns = now_ns()
+                capture = next(captures, None)
+                if capture is None:
+                    break
                 if self._halt.is_set():
                     return
                 item: ReaderItem
@@ -106,13 +130,14 @@ class CaptureReader:
                     item = capture
                 else:
                     try:
-                        item = Normalized(self._normalize(capture, frame_id), capture.timestamp_ns)
+                        item = Normalized(self._normalize(capture, frame_id), capture.timestamp_ns, read_ns)
                         frame_id += 1
                     except (SourceError, ProtocolError) as exc:
                         item = exc
                 if not self._mailbox.put_wait(item, self._halt):
                     return
-            self._mailbox.put_wait(SourceEnded(), self._halt)
+            if not self._halt.is_set():
+                self._mailbox.put_wait(SourceEnded(), self._halt)
         except Exception as exc:  # the source broke: the sender logs it and ends the process (systemd restarts it)
             self._mailbox.put_wait(SourceEnded(exc), self._halt)
         finally:
@@ -147,13 +172,24 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
     failures: list[BaseException] = []
     with SocketFactory(settings) as sockets:
         sender = (link or frame_link(settings, sockets)).sender(stats)
-        # capture_ns is set when the frame goes out (the tick), not when it was read ahead.
-        reader = CaptureReader(source, lambda capture, frame_id: normalizer(capture, cfg.stream_id, frame_id, 0))
+        at_tick = cfg.pace == "fixed"
+        reader = CaptureReader(source, lambda capture, frame_id: normalizer(capture, cfg.stream_id, frame_id, 0),
+                               on_request=at_tick)
+
+        def next_tick() -> None:
+            if at_tick:
+                pacer.wait(None)  # a camera captures at the tick: ask for the next capture then
+                reader.request()
 
         def send_next() -> None:
             item = reader.take()
             if item is None:
                 return
+            send(item)
+            if not ended.is_set():
+                next_tick()
+
+        def send(item: ReaderItem) -> None:
             if isinstance(item, SourceEnded):
                 ended.set()
                 if item.failure is not None:
@@ -164,11 +200,13 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
             if isinstance(item, (SourceError, ProtocolError)):
                 stats.error("captures_rejected", str(item))
                 return
-            pacer.wait(item.timestamp_ns)  # a camera captures at the tick, not a frame period early
+            if not at_tick:
+                pacer.wait(item.timestamp_ns)  # a replay goes out at its recorded (or fastest) pace
             if stop.is_set():
                 return
             frame = item.frame
-            frame.capture_ns = now_ns()
+            # At the tick the capture time is when the camera was read; a replay is captured when it is sent.
+            frame.capture_ns = item.read_ns if at_tick else now_ns()
             stats.count("nonfinite_replaced", frame.source.get("nonfinite_replaced", 0))
             try:
                 sent = sender.send(frame)
@@ -182,6 +220,7 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
 
         loop = PollLoop(stop, settings.sockets.poll_ms, stats)
         loop.add(reader, send_next)
+        next_tick()
         try:
             loop.run(ended.is_set)
         finally:

@@ -111,6 +111,45 @@ def test_frame_limit_ends_the_loop() -> None:
         ingest.close()
 
 
+class CountingSource(ScriptedSource):
+    """Counts the captures the reader pulled from it and when (monotonic ns)."""
+
+    def __init__(self, script: list[Any]) -> None:
+        super().__init__(script)
+        self.read_at: list[int] = []
+
+    def captures(self) -> Iterator[Capture | SourceError]:
+        for item in self.script:
+            self.read_at.append(time.monotonic_ns())
+            yield item
+
+
+def test_at_the_fixed_pace_a_camera_is_read_at_the_tick_not_ahead() -> None:
+    """A live camera read one capture ahead would send frames a period old, labelled fresh."""
+    source = CountingSource([capture(k) for k in range(50)])
+    ingest = Ingest(source, pace="fixed", fps=50.0, frames=5)
+    try:
+        ingest.thread.join(20)
+        assert ingest.error is None and [f.frame_id for f in ingest.received()] == [0, 1, 2, 3, 4]
+        assert len(source.read_at) == 5  # nothing read beyond the frames sent
+        # Each frame's capture time is when its read began, never after it was sent.
+        for frame in ingest.frames:
+            assert frame.capture_ns <= frame.hops[0][1], frame.hops
+    finally:
+        ingest.close()
+
+
+def test_a_replay_is_read_one_capture_ahead() -> None:
+    source = CountingSource([capture(k) for k in range(50)])
+    ingest = Ingest(source, pace="fast", frames=5)
+    try:
+        ingest.thread.join(20)
+        assert [f.frame_id for f in ingest.received()] == [0, 1, 2, 3, 4]
+        assert len(source.read_at) > 5  # the next capture was read while the last went out
+    finally:
+        ingest.close()
+
+
 @pytest.mark.parametrize("stuck_at", ["first", "later"])
 def test_stop_is_honoured_while_the_source_is_stuck_reading(release: threading.Event, stuck_at: str) -> None:
     """A read that blocks for a minute (a huge capture on a slow disk) must not hold up a stop: the unit
