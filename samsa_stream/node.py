@@ -3,6 +3,7 @@ machine, wired to private endpoints: what ``demo`` uses, and what integration te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,10 +20,20 @@ from .errors import CommandError
 from .settings import CONFIG_ENV, Settings, load_settings
 
 
+def free_tcp_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports free right now (all held open together while they are picked,
+    so the kernel cannot hand the same port out twice)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
+
+
 def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_tcp_ports(1)[0]
 
 
 def private_endpoints(transport: str, folder: Path) -> dict[str, str]:
@@ -31,7 +42,7 @@ def private_endpoints(transport: str, folder: Path) -> dict[str, str]:
     if transport == "ipc":
         return {n: f"ipc://{folder}/{n}" for n in names}
     if transport == "tcp":
-        return {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in names}
+        return {n: f"tcp://127.0.0.1:{port}" for n, port in zip(names, free_tcp_ports(len(names)), strict=True)}
     raise CommandError(f"transport must be 'ipc' or 'tcp', got {transport!r}")
 
 
@@ -146,4 +157,4 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
     return bool(predicate())
 
 
-__all__ = ["LocalNode", "flatten_env", "free_tcp_port", "private_endpoints", "wait_until"]
+__all__ = ["LocalNode", "flatten_env", "free_tcp_port", "free_tcp_ports", "private_endpoints", "wait_until"]
