@@ -65,7 +65,7 @@ class Normalized:
 
     frame: CubeFrame
     timestamp_ns: int | None
-    read_ns: int  # when the reader asked the source for it: the capture time of a camera read at the tick
+    read_ns: int  # when the source handed it over: the capture time of a camera read at the tick
 
 
 @dataclass
@@ -119,8 +119,8 @@ class CaptureReader:
         try:
             captures = iter(self._source.captures())
             while self._requested():
-                read_ns = now_ns()
                 capture = next(captures, None)
+                read_ns = now_ns()  # the source handed the capture over: normalization counts, the read does not
                 if capture is None:
                     break
                 if self._halt.is_set():
@@ -205,7 +205,7 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
             if stop.is_set():
                 return
             frame = item.frame
-            # At the tick the capture time is when the camera was read; a replay is captured when it is sent.
+            # At the tick the capture time is when the camera delivered it; a replay is captured when sent.
             frame.capture_ns = item.read_ns if at_tick else now_ns()
             stats.count("nonfinite_replaced", frame.source.get("nonfinite_replaced", 0))
             try:

@@ -132,7 +132,7 @@ def test_at_the_fixed_pace_a_camera_is_read_at_the_tick_not_ahead() -> None:
         ingest.thread.join(20)
         assert ingest.error is None and [f.frame_id for f in ingest.received()] == [0, 1, 2, 3, 4]
         assert len(source.read_at) == 5  # nothing read beyond the frames sent
-        # Each frame's capture time is when its read began, never after it was sent.
+        # Each frame's capture time is when the source delivered it, never after it was sent.
         for frame in ingest.frames:
             assert frame.capture_ns <= frame.hops[0][1], frame.hops
     finally:
