@@ -62,6 +62,11 @@ def clamp_int64(value: int) -> int:
     return min(max(int(value), INT64_MIN), INT64_MAX)
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending in "..." when cut (replies and logs stay bounded)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class LatencyWindow:
     """The most recent ``size`` latencies (ms), summarised as percentiles."""
 
@@ -98,8 +103,7 @@ class ProcessStats:
 
     def error(self, name: str, message: str) -> None:
         """Count a rejected input under ``name`` and log why (the kept text is cut to ``MAX_ERROR_CHARS``)."""
-        if len(message) > MAX_ERROR_CHARS:
-            message = message[:MAX_ERROR_CHARS - 3] + "..."
+        message = shorten(message, MAX_ERROR_CHARS)
         self.counters[name] += 1
         self.errors.append(message)
         log.warning("%s: %s", name, message)

@@ -46,7 +46,7 @@ from ..protocol import (
     decode_prompt,
     now_ns,
 )
-from ..runtime import ProcessStats, write_json_atomic
+from ..runtime import ProcessStats, shorten, write_json_atomic
 from ..settings import Settings
 from ..spectral.angles import SpectralError, reference_spectrum
 from .engines import Engine, ObjectMemory, make_engine
@@ -67,8 +67,8 @@ def _empty_state() -> dict[str, Any]:
     return {"objects": [], "revision": 0}
 
 
-def _bounded(text: str, limit: int = MAX_REPLY_TEXT) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+def _bounded(text: str) -> str:
+    return shorten(text, MAX_REPLY_TEXT)
 
 
 @dataclass

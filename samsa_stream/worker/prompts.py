@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ProtocolError, SamsaError
 from ..protocol import INT64_MAX, check_stream_id
+from ..runtime import shorten
 
 # Distinct, colour-blind-friendly overlay colours (RGB), cycled by object id.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -286,8 +287,7 @@ def _restore_object(data: Any) -> TrackedObject:
 
 def _brief(value: Any) -> str:
     """A bounded description of a bad value for a message."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(repr(value), 60)
 
 
 def _as_finite(value: Any) -> float | None:
