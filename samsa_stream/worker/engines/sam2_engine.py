@@ -4,6 +4,10 @@ the click model across frames, the spectral maps on the model's device, and the 
 Subclasses change only what enters SAM2: the dense mask prompt (``mask_prompt``), points added to
 the clicks (``extra_points``) and additions to the decoder's skip features (``high_res_delta``).
 
+Between clicks on one frame, the previous result's low-res logits go back in as the dense mask
+prompt, as SAM2 does when points are added on a frame that already has a mask (re-running the same
+clicks on the same frame feeds what that result was made from, so a repeat gives the same mask).
+
 Across frames (until SAM2 streaming memory arrives in a later issue):
 - a click is a point prompt only on frames within ``worker.frame_history`` frames of its own;
 - on later frames the object is followed from its previous result: a positive point at the
@@ -61,6 +65,7 @@ class PointPrompts:
     coords: list[tuple[float, float]]
     labels: list[int]
     fresh: bool  # a positive click of the object is on or near this frame
+    refine: bool = False  # the previous logits were made on this very frame (a click added to a mask)
 
     def add(self, x: float, y: float, label: int) -> None:
         self.coords.append((x, y))
@@ -83,6 +88,8 @@ class Sam2Memory(EngineMemory):
     low_res: torch.Tensor  # (1, 1, S/4, S/4) logits of the kept mask
     clicks: ClickSignature
     grid: tuple[int, tuple[int, int]]  # (decoder mask size, (H, W) of the image)
+    frame_id: int = -1  # the frame the kept mask was made on
+    made_from: torch.Tensor | None = None  # the previous logits that went into it (None: from the clicks alone)
 
 
 class Sam2Engine(Engine[Sam2Context]):
@@ -132,6 +139,8 @@ class Sam2Engine(Engine[Sam2Context]):
             maps = self.spectral_maps(ctx, obj) if self.uses_similarity else None
             previous = self.previous_logits(ctx, obj, memory)
             points = self.base_points(ctx, obj, memory)
+            kept = memory.engine
+            points.refine = previous is not None and isinstance(kept, Sam2Memory) and kept.frame_id == frame.frame_id
             self.extra_points(ctx, points, maps)
             decoded = self.runner.decode(ctx.features, np.asarray(points.coords, dtype=np.float32),
                                          np.asarray(points.labels, dtype=np.int32),
@@ -145,7 +154,8 @@ class Sam2Engine(Engine[Sam2Context]):
             if mask.any():  # an empty result keeps the last good state to re-find the object from
                 memory.last_mask = mask
                 memory.engine = Sam2Memory(low_res=decoded.low_res[:, best:best + 1], clicks=click_signature(obj),
-                                           grid=(self.runner.mask_size, (h, w)))
+                                           grid=(self.runner.mask_size, (h, w)), frame_id=frame.frame_id,
+                                           made_from=previous)
             similarity = None if maps is None else maps.similarity.float().cpu().numpy()
         return Segmentation(mask=mask, score=score, similarity=similarity, logits=logits.float().cpu().numpy())
 
@@ -163,14 +173,18 @@ class Sam2Engine(Engine[Sam2Context]):
 
     def previous_logits(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> torch.Tensor | None:
         """Last result's low-res logits, if they still describe this object: same clicks or more
-        (not after an undo or re-anchoring click), same image size."""
+        (not after an undo or re-anchoring click), same image size. Asked again for the frame and
+        clicks that result was made for, what it was made from (so a repeat is the same result)."""
         kept = memory.engine
         if not isinstance(kept, Sam2Memory) or memory.last_mask is None:
             return None
-        if click_signature(obj)[:len(kept.clicks)] != kept.clicks:
+        clicks = click_signature(obj)
+        if clicks[:len(kept.clicks)] != kept.clicks:
             return None
         if kept.grid != (self.runner.mask_size, ctx.frame.cube.shape[:2]):
             return None
+        if kept.frame_id == ctx.frame.frame_id and clicks == kept.clicks:
+            return kept.made_from
         return kept.low_res
 
     def base_points(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> PointPrompts:
@@ -202,9 +216,10 @@ class Sam2Engine(Engine[Sam2Context]):
 
     def mask_prompt(self, ctx: Sam2Context, points: PointPrompts, previous: torch.Tensor | None,
                     maps: SpectralMaps | None) -> torch.Tensor | None:
-        """Dense mask prompt (1, 1, S/4, S/4): none on a clicked frame (SAM2's predictor on the clicks),
-        the previous low-res logits when following the object on later frames."""
-        return None if points.fresh else previous
+        """Dense mask prompt (1, 1, S/4, S/4): the previous low-res logits when refining a mask on its own
+        frame or following the object on later frames; none on a newly clicked frame (SAM2's predictor
+        on the clicks)."""
+        return previous if points.refine or not points.fresh else None
 
     def high_res_delta(self, ctx: Sam2Context, maps: SpectralMaps | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Additions to the decoder's 1/4 and 1/8 skip features (none for plain SAM2)."""

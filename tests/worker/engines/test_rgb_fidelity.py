@@ -90,3 +90,28 @@ def test_rgb_engine_follows_the_object_from_its_previous_result(runner) -> None:
                                          return_logits=True)
     np.testing.assert_allclose(seg.logits, masks[int(np.argmax(scores))], rtol=0, atol=1e-5)
     assert isinstance(memory.engine, Sam2Memory) and memory.engine.grid[1] == later.cube.shape[:2]
+
+
+def test_a_click_added_on_the_same_frame_feeds_the_previous_logits_back(runner) -> None:
+    """As SAM2 does between clicks: the second click's prediction takes the first result's low-res
+    logits as its mask input; asking again with the same clicks gives the same result."""
+    _, (frame,) = phantom_frames(bands=16, height=60, width=84, count=1)
+    engine = RgbEngine(runner, sam2_settings())
+    ctx = engine.prepare(frame)
+    first = make_object(frame, [(30.0, 20.0, True)])
+    memory = ObjectMemory()
+    engine.segment(ctx, first, memory)
+    assert isinstance(memory.engine, Sam2Memory)
+    first_low_res = memory.engine.low_res.clone()
+
+    both = make_object(frame, [(30.0, 20.0, True), (61.0, 44.0, False)])
+    seg = engine.segment(ctx, both, memory)
+    predictor = predictor_for(runner, frame.rgb)
+    masks, _, _ = predictor.predict(np.array([[30.0, 20.0], [61.0, 44.0]], dtype=np.float32), np.array([1, 0]),
+                                    mask_input=first_low_res[0].numpy(), multimask_output=False, return_logits=True)
+    np.testing.assert_allclose(seg.logits, masks[0], rtol=0, atol=1e-5)
+    without = engine.segment(ctx, both, ObjectMemory())  # the same clicks with no earlier mask differ
+    assert not np.allclose(without.logits, seg.logits, atol=1e-3)
+
+    again = engine.segment(ctx, both, memory)
+    np.testing.assert_allclose(again.logits, seg.logits, rtol=0, atol=1e-6)
