@@ -173,10 +173,14 @@ class IngestSettings(_Section):
 
 
 class SpectralEngineSettings(_Section):
-    threshold_rad: float = Field(0.10, gt=0, lt=3.1416, description="max spectral angle to a positive reference")
+    threshold_rad: float = Field(0.10, gt=0, lt=3.1416, description=(
+        "max spectral angle to a positive reference where the camera noise allows no less"))
+    noise_factor: float = Field(2.0, ge=0, le=10, description=(
+        "the threshold is at least this multiple of the angle sensor noise alone puts between a pixel and a "
+        "reference (estimated per frame; dark, noisy pixels get a wider threshold); 0 = threshold_rad everywhere"))
     reference_radius: int = Field(2, ge=0, le=50, description=(
-        "clicked neighbourhood (pixels) averaged into a reference"))
-    min_area_px: int = Field(4, ge=0, description="components smaller than this are dropped")
+        "clicked neighbourhood (pixels) whose pixels of the clicked material are averaged into a reference"))
+    min_area_px: int = Field(4, ge=0, description="regions smaller than this are dropped unless they hold a click")
 
 
 class PromptEngineSettings(_Section):

@@ -26,14 +26,42 @@ def spectral_angles(cube: np.ndarray, references: np.ndarray) -> np.ndarray:
     return PixelSpectra.of(cube).angles(references)
 
 
+# A click's reference averages only the clicked pixel's own material: neighbours within this multiple of
+# the angle to its most similar neighbour, and never beyond the cap (a target smaller than the window
+# is not blended with its surroundings), nor below the floor (noise-free data has zero-angle neighbours).
+REFERENCE_SPREAD = 2.0
+REFERENCE_MAX_RAD = 0.08
+REFERENCE_MIN_RAD = 0.01
+
+
 def reference_spectrum(cube: np.ndarray, x: float, y: float, radius: int) -> np.ndarray:
-    """Mean spectrum (float32, (B,)) of the (2r+1)^2 neighbourhood of column x, row y, clipped to the image."""
+    """Reference spectrum (float32, (B,)) of a click at column x, row y.
+
+    The mean of the clicked pixel and the pixels of its (2r+1)^2 neighbourhood (clipped to the
+    image) that are its own material: within min(REFERENCE_MAX_RAD, REFERENCE_SPREAD x the angle to
+    its most similar 8-neighbour) of the clicked spectrum. So a click on a 3-pixel target gets that
+    target's spectrum, and a click inside a large region the mean of its noisy neighbourhood.
+    """
     h, w = cube.shape[:2]
     col, row = int(round(x)), int(round(y))
     if not (0 <= col < w and 0 <= row < h):
         raise SpectralError(f"click ({x:g}, {y:g}) is outside the {w}x{h} image (x is the column, y the row)")
-    patch = cube[max(0, row - radius): row + radius + 1, max(0, col - radius): col + radius + 1]
-    spectrum = patch.reshape(-1, cube.shape[2]).astype(np.float64).mean(axis=0).astype(np.float32)
+    top, left = max(0, row - radius), max(0, col - radius)
+    patch = cube[top: row + radius + 1, left: col + radius + 1].astype(np.float64)
+    pixels = patch.reshape(-1, cube.shape[2])
+    centre = patch[row - top, col - left]
+    centre_norm = float(np.linalg.norm(centre))
+    if radius > 0 and centre_norm > 0 and np.isfinite(centre_norm):
+        norms = np.linalg.norm(pixels, axis=1)
+        cosine = np.divide(pixels @ centre, norms * centre_norm, out=np.zeros(len(pixels)), where=norms > 0)
+        theta = np.arccos(np.clip(cosine, -1.0, 1.0))
+        dr, dc = np.divmod(np.arange(len(pixels)), patch.shape[1])
+        dr, dc = dr - (row - top), dc - (col - left)
+        near = (np.abs(dr) <= 1) & (np.abs(dc) <= 1) & ((dr != 0) | (dc != 0)) & (norms > 0)
+        closest = float(theta[near].min()) if near.any() else 0.0
+        within = min(REFERENCE_MAX_RAD, max(REFERENCE_MIN_RAD, REFERENCE_SPREAD * closest))
+        pixels = pixels[(theta <= within) & (norms > 0)]
+    spectrum = pixels.mean(axis=0).astype(np.float32)
     if not np.any(spectrum) or not np.all(np.isfinite(spectrum)):
         raise SpectralError(f"the clicked spectrum at ({col}, {row}) is zero or not finite: nothing to compare against")
     return spectrum
@@ -55,6 +83,26 @@ def similarity_map(theta_pos: np.ndarray, theta_neg: np.ndarray | None = None) -
         return s_pos
     s_neg = angle_to_similarity(theta_neg.min(axis=2))
     return np.clip(s_pos - np.maximum(0.0, s_neg - s_pos), 0.0, 1.0)
+
+
+_NOISE_ROWS = 64  # rows sampled for the noise estimate: enough for a stable median, cheap on a 480x640 frame
+
+
+def sensor_noise(cube: np.ndarray) -> float:
+    """Per-band noise of ``cube`` (H, W, B) in its own units, from horizontally adjacent pixels: each
+    pair brought to the same brightness (angles ignore brightness, so shading is no noise), then the
+    robust spread (1.4826 x median absolute value) of their differences, divided by sqrt(2). Edges
+    between materials are a minority of pixel pairs, so the median sees the noise."""
+    h, w = cube.shape[:2]
+    if w < 2:
+        return 0.0
+    rows = np.asarray(cube[:: max(1, h // _NOISE_ROWS)], dtype=np.float32)
+    left, right = rows[:, :-1], rows[:, 1:]
+    norm_left = np.linalg.norm(left, axis=2, keepdims=True)
+    norm_right = np.linalg.norm(right, axis=2, keepdims=True)
+    scale = np.divide(norm_left, norm_right, out=np.ones_like(norm_left), where=norm_right > 0)
+    value = float(np.median(np.abs(right * scale - left))) * 1.4826 / np.sqrt(2.0)
+    return value if np.isfinite(value) else 0.0
 
 
 _BLOCK = 16384  # pixels per block: the block's spectra stay in cache between the product and the arccos

@@ -13,6 +13,7 @@ from samsa_stream.spectral.angles import (
     SpectralError,
     angle_to_similarity,
     reference_spectrum,
+    sensor_noise,
     similarity_map,
     spectral_angles,
 )
@@ -91,17 +92,31 @@ def test_reference_needs_matching_bands_and_nonzero() -> None:
         spectral_angles(cube[0], np.ones((1, 4)))
 
 
-def test_reference_spectrum_averages_the_neighbourhood_and_clips() -> None:
-    cube = np.arange(5 * 6 * 2, dtype=np.float32).reshape(5, 6, 2) + 1
+def test_reference_spectrum_averages_the_clicked_material_only_and_clips() -> None:
+    rng = np.random.default_rng(0)
+    shape = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    cube = (shape * rng.uniform(0.5, 1.5, size=(5, 6, 1))).astype(np.float32)  # one material, uneven brightness
     ref = reference_spectrum(cube, x=0, y=0, radius=1)  # corner: 2x2 patch
-    np.testing.assert_allclose(ref, cube[:2, :2].reshape(-1, 2).mean(axis=0))
+    np.testing.assert_allclose(ref, cube[:2, :2].reshape(-1, 4).mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(reference_spectrum(cube, 3.4, 2.6, 0), cube[3, 3])
+    target = np.array([4.0, 3.0, 2.0, 1.0], np.float32)
+    cube[2, 2] = cube[2, 3] = cube[3, 2] = target  # a 3-pixel target: its reference is its own spectrum
+    np.testing.assert_allclose(reference_spectrum(cube, 2, 2, 2), target, rtol=1e-6)
     with pytest.raises(SpectralError, match=r"click \(6, 1\) is outside the 6x5 image"):
         reference_spectrum(cube, 6, 1, 1)
     with pytest.raises(SpectralError, match="outside"):
         reference_spectrum(cube, -1, 1, 1)
     with pytest.raises(SpectralError, match="zero or not finite"):
         reference_spectrum(np.zeros((3, 3, 2), np.float32), 1, 1, 1)
+
+
+def test_sensor_noise_is_the_added_noise_and_ignores_brightness() -> None:
+    rng = np.random.default_rng(1)
+    shape = np.linspace(0.2, 0.6, 50, dtype=np.float32)
+    clean = shape * rng.uniform(0.7, 1.3, size=(80, 90, 1)).astype(np.float32)
+    assert sensor_noise(clean) < 1e-6
+    noisy = clean + rng.normal(0, 0.01, clean.shape).astype(np.float32)
+    assert sensor_noise(noisy) == pytest.approx(0.01, rel=0.15)
 
 
 def test_similarity_best_positive_and_negative_push_down() -> None:
