@@ -60,6 +60,7 @@ def test_cli_reports_invalid_settings_and_exits_2(capsys: pytest.CaptureFixture[
 
 @pytest.mark.parametrize("command", command_modules())
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    command = command.replace("_", "-")  # module train_adapter is the command train-adapter
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0

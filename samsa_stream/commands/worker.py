@@ -23,12 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def engine_flags(p: argparse.ArgumentParser) -> None:
     """The engine and model flags the worker and the offline ``segment`` command share."""
     setting_flag(p, "--engine", "worker.engine", "spectral (default, no weights), rgb, prompt or decoder")
+    model_flags(p)
+
+
+def model_flags(p: argparse.ArgumentParser) -> None:
+    """The SAM2 model flags (checkpoint, random weights, input size, device, adapter)."""
     setting_flag(p, "--device", "worker.device", "auto, cpu or cuda")
     setting_flag(p, "--checkpoint", "worker.checkpoint", "path to an official SAM2/SAM2.1 checkpoint (.pt)")
     setting_flag(p, "--sam2-config", "worker.sam2_config", "override the config chosen from the checkpoint")
     setting_flag(p, "--random-weights", "worker.random_weights",
                  "tests only: SAM2 with seeded random weights (masks are meaningless)", switch=True)
-    setting_flag(p, "--seed", "worker.seed", "seed of --random-weights (default 0)")
+    setting_flag(p, "--seed", "worker.seed", "seed of --random-weights and of train-adapter's sampling (default 0)")
     setting_flag(p, "--image-size", "worker.image_size", "SAM2 input size, a multiple of 32 (default 1024)")
     setting_flag(p, "--adapter", "worker.adapter", "decoder engine: fusion adapter weights")
 

@@ -76,3 +76,8 @@ class Engine(ABC, Generic[Ctx]):
 
     def forget(self, stream_id: str) -> None:
         """Let go of anything kept for ``stream_id`` (the worker dropped the stream or its frames)."""
+
+    def context_key(self) -> object:
+        """Engines with equal keys prepare the same context for a frame, so one ``prepare`` serves them
+        all (e.g. every SAM2 engine on one model shares the image embedding)."""
+        return self

@@ -36,7 +36,11 @@ class DecoderEngine(Sam2Engine):
 
     @classmethod
     def build(cls, settings: WorkerSettings) -> DecoderEngine:
-        runner = Sam2Runner(load_sam2(settings))
+        return cls.with_adapter(Sam2Runner(load_sam2(settings)), settings)
+
+    @classmethod
+    def with_adapter(cls, runner: Sam2Runner, settings: WorkerSettings) -> DecoderEngine:
+        """The engine on ``runner`` with the adapter ``worker.adapter`` names (untrained when none)."""
         adapter = None
         if settings.adapter is not None:
             adapter = load_adapter(settings.adapter, runner.loaded.variant.name, runner.high_res_channels)

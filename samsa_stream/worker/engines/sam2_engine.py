@@ -131,6 +131,9 @@ class Sam2Engine(Engine[Sam2Context]):
     def forget(self, stream_id: str) -> None:
         self._frames.pop(stream_id, None)
 
+    def context_key(self) -> object:
+        return self.runner  # the embedding depends on the model only
+
     # -- per object --------------------------------------------------------------------------
     def segment(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
         frame = ctx.frame

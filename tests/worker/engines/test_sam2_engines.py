@@ -128,7 +128,7 @@ def test_unknown_engine_is_named() -> None:
 
 
 def test_the_registry_is_the_one_list_of_engines(monkeypatch) -> None:
-    monkeypatch.setitem(BUILDERS, "sam3", lambda settings: RgbEngine.build(settings))
+    monkeypatch.setitem(BUILDERS, "sam3", lambda settings, model: RgbEngine(model.runner(), settings))
     assert load_settings(overrides={"worker": {"engine": "sam3"}}).worker.engine == "sam3"
     monkeypatch.delitem(BUILDERS, "prompt")
     with pytest.raises(SettingsError, match=r"available: decoder, rgb, sam3, spectral"):

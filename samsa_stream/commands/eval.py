@@ -1,0 +1,163 @@
+"""``samsa-stream eval``: segmentation quality with simulated clicks, as the SAMSA papers measure it.
+
+Every method (engines and baselines) runs on the same clicks protocol on every labelled object of
+every image; see docs/evaluation.md for the protocol, the dataset formats and the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..cli import common_options, settings_from
+from ..errors import CommandError
+from .worker import model_flags
+
+if TYPE_CHECKING:
+    from ..evaluation.dataset import LabelledImage
+    from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_CLICKS = 64  # a tracked object holds at most this many clicks (worker.prompts)
+WORKER_KEYS_IGNORED = ("device", "engine", "state_file", "max_streams", "stream_idle_s")  # no effect on masks
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="measure segmentation quality with simulated clicks on a labelled dataset",
+                       description="Run interactive segmentation with simulated clicks (first click deepest inside "
+                                   "the object, each next one deepest inside the largest error) on every labelled "
+                                   "object of DATASET, with every method given, plus the baselines (the "
+                                   "angle-mapper always; rgb SAM2 whenever a SAM2 model is given). Writes "
+                                   "OUT/report.json (config, summary, per-object rows), OUT/report.md, "
+                                   "OUT/dice_vs_clicks.png and OUT/worst_<method>.png. Resumes from the rows "
+                                   "already in OUT. Several processes: torchrun --nproc-per-node N -m "
+                                   "samsa_stream eval ...")
+    common_options(p)
+    p.add_argument("dataset", type=Path, help="labelled capture file, folder, or manifest (.toml/.json)")
+    p.add_argument("--engine", default=None, metavar="E[,E...]",
+                   help="methods to evaluate, comma-separated: spectral, rgb, prompt, decoder, angle-mapper "
+                        "(default: worker.engine)")
+    p.add_argument("--clicks", type=int, default=20, help=f"clicks per object, 1..{MAX_CLICKS} (default 20)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the report (created)")
+    p.add_argument("--objects", choices=("components", "classes"), default=None,
+                   help="an object is each connected region of a label (components) or all pixels of a label "
+                        "(classes); default: the manifest's, else components")
+    p.add_argument("--min-area", type=int, default=None, metavar="PX", help="objects smaller than this are skipped")
+    p.add_argument("--skip", default=None, metavar="V[,V...]", help="label values that are no object (default 0)")
+    p.add_argument("--no-baselines", action="store_true", help="run only the methods given with --engine")
+    p.add_argument("--restart", action="store_true", help="discard rows already in OUT instead of resuming")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    model_flags(p)
+    p.set_defaults(handler=_run)
+
+
+def _int_list(text: str | None, flag: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CommandError(f"{flag} {text!r} must be comma-separated integers") from None
+
+
+def methods_for(args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The requested methods, then the baselines not already among them."""
+    names = [n.strip() for n in (args.engine or settings.worker.engine).split(",") if n.strip()]
+    if not names:
+        raise CommandError("--engine names no method")
+    if len(set(names)) != len(names):
+        raise CommandError(f"--engine {args.engine!r} names a method twice")
+    if not args.no_baselines:
+        with_sam2 = settings.worker.checkpoint is not None or settings.worker.random_weights
+        names += [b for b in ("angle-mapper", *(("rgb",) if with_sam2 else ())) if b not in names]
+    return names
+
+
+def run_config(settings: Settings, methods: list[str], budget: int, dataset: dict[str, Any]) -> dict[str, Any]:
+    worker = settings.worker.model_dump(mode="json")
+    for key in WORKER_KEYS_IGNORED:
+        worker.pop(key, None)
+    return {"methods": methods, "budget": budget, "dataset": dataset,
+            "settings": {"worker": worker, "ingest": settings.ingest.model_dump(mode="json")}}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..evaluation import EvaluationError
+    from ..evaluation.baselines import build_methods
+    from ..evaluation.dataset import open_dataset
+    from ..evaluation.report import plot_curves, plot_worst, write_report
+    from ..evaluation.run import EvalConfig, RowStore, evaluate
+    from ..parallel import Ranks
+    from ..runtime import setup_logging
+
+    settings = settings_from(args)
+    setup_logging(settings.log.level, "eval")
+    if not 1 <= args.clicks <= MAX_CLICKS:
+        raise CommandError(f"--clicks must be 1..{MAX_CLICKS}, got {args.clicks}")
+    if args.min_area is not None and args.min_area < 1:
+        raise CommandError(f"--min-area must be at least 1 pixel, got {args.min_area}")
+    methods = methods_for(args, settings)
+    ranks = Ranks.start(settings.worker.device)
+    try:
+        started = time.perf_counter()
+        dataset = open_dataset(args.dataset, settings, mode=args.objects, min_area_px=args.min_area,
+                               skip=_int_list(args.skip, "--skip"))
+        if len(dataset) == 0:
+            raise EvaluationError(f"{args.dataset}: no labelled images to evaluate")
+        engines = build_methods(methods, settings.worker)
+        config_json = run_config(settings, methods, args.clicks, dataset.describe())
+        config = EvalConfig(tuple(methods), args.clicks, config_json["dataset"], config_json["settings"])
+        store = RowStore(args.out, ranks.rank)
+        if ranks.leader and args.restart:
+            shutil.rmtree(store.folder, ignore_errors=True)
+            (args.out / "run.json").unlink(missing_ok=True)
+        if ranks.leader:
+            args.out.mkdir(parents=True, exist_ok=True)
+            store.prepare(config, leader=True)
+        ranks.barrier()
+        if not ranks.leader:
+            store.prepare(config, leader=False)
+        progress = None if args.quiet or not ranks.leader else _progress
+        evaluate(dataset, engines, config, store, ranks, settings.worker.spectral.reference_radius, progress)
+        ranks.barrier()
+        if not ranks.leader:
+            return 0
+        notices = sorted({n for e in engines.values() for n in e.notices})
+        rows = store.merged()
+        summary = write_report(args.out, rows, config.to_json(), notices)
+        plot_curves(summary, args.out / "dice_vs_clicks.png")
+        loaded: dict[int, LabelledImage] = {}
+
+        def load(index: int) -> LabelledImage:
+            if index not in loaded:
+                loaded[index] = dataset.load(index)
+            return loaded[index]
+
+        for method in methods:
+            plot_worst(rows, method, load, args.out / f"worst_{method}.png")
+    except OSError as exc:
+        raise CommandError(f"{args.out}: cannot be written ({exc.strerror or exc})") from exc
+    finally:
+        ranks.stop()
+    for notice in notices:
+        log.warning("notice: %s", notice)
+    brief = {m: {"objects": s["objects"], "dice_at": s["dice_at"], "noc85": s["noc85"], "noc90": s["noc90"]}
+             for m, s in summary["methods"].items()}
+    json.dump({"out": str(args.out), "images": summary["images"], "objects": summary["objects"],
+               "seconds": round(time.perf_counter() - started, 1), "methods": brief}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _progress(items: Iterable[int], total: int) -> Iterable[int]:
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc="eval", unit="image", file=sys.stderr, dynamic_ncols=True)
