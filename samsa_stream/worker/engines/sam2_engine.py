@@ -72,6 +72,16 @@ class PointPrompts:
         self.labels.append(label)
 
 
+@dataclass
+class DecodeInputs:
+    """One object's prompts for the mask decoder on one frame."""
+
+    maps: SpectralMaps | None  # the object's spectral maps (engines that use them)
+    previous: torch.Tensor | None  # the previous result's low-res logits, where they still describe the object
+    points: PointPrompts
+    mask_logits: torch.Tensor | None  # the dense mask prompt
+
+
 ClickSignature = tuple[tuple[float, float, bool, int], ...]
 
 
@@ -139,15 +149,10 @@ class Sam2Engine(Engine[Sam2Context]):
         frame = ctx.frame
         h, w = frame.cube.shape[:2]
         with torch.no_grad():
-            maps = self.spectral_maps(ctx, obj) if self.uses_similarity else None
-            previous = self.previous_logits(ctx, obj, memory)
-            points = self.base_points(ctx, obj, memory)
-            kept = memory.engine
-            points.refine = previous is not None and isinstance(kept, Sam2Memory) and kept.frame_id == frame.frame_id
-            self.extra_points(ctx, points, maps)
+            inputs = self.decode_inputs(ctx, obj, memory)
+            maps, previous, points = inputs.maps, inputs.previous, inputs.points
             decoded = self.runner.decode(ctx.features, np.asarray(points.coords, dtype=np.float32),
-                                         np.asarray(points.labels, dtype=np.int32),
-                                         mask_logits=self.mask_prompt(ctx, points, previous, maps),
+                                         np.asarray(points.labels, dtype=np.int32), mask_logits=inputs.mask_logits,
                                          multimask=len(points.labels) == 1,
                                          high_res_delta=self.high_res_delta(ctx, maps))
             best = decoded.best()
@@ -161,6 +166,19 @@ class Sam2Engine(Engine[Sam2Context]):
                                            made_from=previous)
             similarity = None if maps is None else maps.similarity.float().cpu().numpy()
         return Segmentation(mask=mask, score=score, similarity=similarity, logits=logits.float().cpu().numpy())
+
+    def decode_inputs(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> DecodeInputs:
+        """What goes into SAM2 for this object on this frame, short of the skip-feature additions
+        (which ``high_res_delta`` makes from ``maps``; adapter training makes them with gradients)."""
+        frame = ctx.frame
+        maps = self.spectral_maps(ctx, obj) if self.uses_similarity else None
+        previous = self.previous_logits(ctx, obj, memory)
+        points = self.base_points(ctx, obj, memory)
+        kept = memory.engine
+        points.refine = previous is not None and isinstance(kept, Sam2Memory) and kept.frame_id == frame.frame_id
+        self.extra_points(ctx, points, maps)
+        return DecodeInputs(maps=maps, previous=previous, points=points,
+                            mask_logits=self.mask_prompt(ctx, points, previous, maps))
 
     def spectral_maps(self, ctx: Sam2Context, obj: TrackedObject) -> SpectralMaps:
         """The object's similarity maps on this frame (references resampled to its bands)."""
