@@ -7,13 +7,16 @@ Output: (1, C0, S/4, S/4) and (1, C1, S/8, S/8), added to SAM2's projected high-
 features (C0 = 32, C1 = 64 for every official model). The output layers start at zero, so an
 untrained adapter changes nothing: the decoder engine then equals the rgb engine exactly.
 
-Weight file: ``.safetensors`` (metadata below as strings) or a torch ``.pt`` dict
-``{"format", "version", "sam2_variant", "channels", "hidden", "state_dict"}``.
+Weight file: ``.safetensors`` (metadata below as JSON strings) or a torch ``.pt`` dict
+``{"format", "version", "sam2_variant", "channels", "hidden", "info", "state_dict"}``. ``info`` is
+optional: how the weights were made (dataset, shots, seed, steps, validation DICE, ...), a JSON map
+kept as written and read back as ``FusionAdapter.info`` (empty for files without it).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ class FusionAdapter(nn.Module):
         super().__init__()
         self.channels = (int(channels[0]), int(channels[1]))
         self.hidden = int(hidden)
+        self.info: dict[str, Any] = {}  # how a loaded adapter was made (the weight file's ``info``)
         self.encode_s0 = nn.Sequential(
             nn.Conv2d(INPUT_MAPS, hidden, 3, padding=1), nn.GELU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.GELU())
@@ -53,11 +57,17 @@ class FusionAdapter(nn.Module):
         return self.out_s0(x0), self.out_s1(self.encode_s1(x0))
 
 
-def save_adapter(path: str | Path, adapter: FusionAdapter, sam2_variant: str) -> None:
-    """Write ``adapter``'s weights with the SAM2 variant it was trained with (.safetensors or .pt)."""
+def save_adapter(path: str | Path, adapter: FusionAdapter, sam2_variant: str,
+                 info: Mapping[str, Any] | None = None) -> None:
+    """Write ``adapter``'s weights with the SAM2 variant it was trained with (.safetensors or .pt).
+
+    ``info`` (JSON-serializable: text keys, numbers, text, lists, maps) records how the weights were
+    made; ``load_adapter`` gives it back as ``adapter.info`` and ``read_adapter_info`` alone."""
     path = Path(path)
     meta: dict[str, Any] = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "sam2_variant": sam2_variant,
                             "channels": list(adapter.channels), "hidden": adapter.hidden}
+    if info is not None:
+        meta["info"] = json.loads(json.dumps(dict(info)))  # fails here, not at load time, on what JSON cannot hold
     state = {k: v.detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -108,6 +118,7 @@ def load_adapter(path: str | Path, sam2_variant: str, channels: tuple[int, int])
         raise EngineError(f"decoder adapter {path} outputs {saved_channels} channels; the model's skip features "
                           f"have {tuple(channels)}")
     adapter = FusionAdapter(channels, hidden=int(meta.get("hidden", 32)))
+    adapter.info = _info(path, meta)
     own = adapter.state_dict()
     bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]
     if bad:
@@ -115,3 +126,22 @@ def load_adapter(path: str | Path, sam2_variant: str, channels: tuple[int, int])
                           f"unexpected or reshaped (e.g. {', '.join(bad[:3])})")
     adapter.load_state_dict(state)
     return adapter
+
+
+def read_adapter_info(path: str | Path) -> dict[str, Any]:
+    """What an adapter file records about how it was made (empty when it records nothing), without
+    checking it against a model."""
+    path = Path(path)
+    meta, _ = _read(path)
+    if meta.get("format") != ADAPTER_FORMAT:
+        raise EngineError(f"decoder adapter {path} is not a {ADAPTER_FORMAT} file (format {meta.get('format')!r})")
+    return _info(path, meta)
+
+
+def _info(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    info = meta.get("info")
+    if info is None:
+        return {}
+    if not isinstance(info, dict):
+        raise EngineError(f"decoder adapter {path} has an 'info' entry that is not a map ({type(info).__name__})")
+    return info
