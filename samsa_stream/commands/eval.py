@@ -70,7 +70,8 @@ def _int_list(text: str | None, flag: str) -> list[int] | None:
 
 def methods_for(args: argparse.Namespace, settings: Settings) -> list[str]:
     """The requested methods, then the baselines not already among them."""
-    names = [n.strip() for n in (args.engine or settings.worker.engine).split(",") if n.strip()]
+    requested = args.engine if args.engine is not None else settings.worker.engine
+    names = [n.strip() for n in requested.split(",") if n.strip()]
     if not names:
         raise CommandError("--engine names no method")
     if len(set(names)) != len(names):

@@ -64,6 +64,7 @@ class RowStore:
     def __init__(self, folder: Path, rank: int = 0) -> None:
         self.folder = folder / "rows"
         self.path = self.folder / f"rank-{rank}.jsonl"
+        self._healed = False
 
     def prepare(self, config: EvalConfig, leader: bool) -> None:
         """Create the folder (leader) or check that it holds rows of this very run."""
@@ -95,8 +96,21 @@ class RowStore:
                     if isinstance(row, dict) and "kind" in row and "image" in row:
                         yield row
 
+    def _heal(self) -> None:
+        """Cut a torn last line (a crash mid-write) off this rank's file, so the next row starts a line."""
+        self._healed = True
+        try:
+            with self.path.open("rb+") as f:
+                data = f.read()
+                if data and not data.endswith(b"\n"):
+                    f.truncate(data.rfind(b"\n") + 1)
+        except FileNotFoundError:
+            pass
+
     def append(self, row: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        if not self._healed:
+            self._heal()
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row, separators=(",", ":")) + "\n")
             f.flush()
