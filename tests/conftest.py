@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from samsa_stream.demo import iou  # noqa: F401  (tests import it from here)
@@ -33,3 +35,14 @@ def phantom_frames(bands: int = 32, height: int = 60, width: int = 80, count: in
     norm = Normalizer(IngestSettings())
     frames = [norm(cam.render(k), stream_id, k, 1_000_000 * k) for k in range(start, start + count)]
     return cam, frames
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """A 128 px model runs fastest on one thread; torch's thread pool on busy cores waits far longer."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +56,6 @@ def _single_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process runs are one rank, whatever launched the tests."""
     for name in LAUNCHER_VARS:
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """A 128 px model runs fastest on one thread; torch's thread pool on busy cores waits far longer."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -198,17 +197,6 @@ def phantom_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         np.savez(folder / f"frame-{seed}.npz", cube=scene.cube, wavelengths_nm=scene.wavelengths_nm,
                  labels=scene.labels)
     return folder
-
-
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """A 128 px model runs fastest on one thread; torch's thread pool on busy cores waits far longer."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
