@@ -7,6 +7,7 @@ every image; see docs/evaluation.md for the protocol, the dataset formats and th
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -16,8 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from ..cli import common_options, settings_from
 from ..errors import CommandError
+from ..worker.engines import needs_sam2
 from .worker import model_flags
 
 if TYPE_CHECKING:
@@ -82,12 +85,36 @@ def methods_for(args: argparse.Namespace, settings: Settings) -> list[str]:
     return names
 
 
+def file_identity(path: Path) -> dict[str, Any]:
+    """Path, size and SHA-256 of a weight file, so a report names exactly what it measured."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    return {"path": str(path), "bytes": size, "sha256": digest.hexdigest()}
+
+
 def run_config(settings: Settings, methods: list[str], budget: int, dataset: dict[str, Any]) -> dict[str, Any]:
+    """What the run measures: methods, budget, dataset, the settings that shape masks, the weight files
+    (with their hashes and, for an adapter, how it was trained) and the node's version."""
     worker = settings.worker.model_dump(mode="json")
     for key in WORKER_KEYS_IGNORED:
         worker.pop(key, None)
+    weights: dict[str, Any] = {}
+    if settings.worker.checkpoint is not None and any(needs_sam2(m) for m in methods):
+        weights["checkpoint"] = file_identity(settings.worker.checkpoint)
+    if settings.worker.adapter is not None and "decoder" in methods:
+        from ..worker.engines.fusion_adapter import read_adapter_info
+
+        weights["adapter"] = {**file_identity(settings.worker.adapter),
+                              "info": read_adapter_info(settings.worker.adapter)}
     return {"methods": methods, "budget": budget, "dataset": dataset,
-            "settings": {"worker": worker, "ingest": settings.ingest.model_dump(mode="json")}}
+            "settings": {"worker": worker, "ingest": settings.ingest.model_dump(mode="json"), "weights": weights,
+                         "version": __version__}}
 
 
 def _run(args: argparse.Namespace) -> int:

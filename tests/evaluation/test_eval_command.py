@@ -143,6 +143,27 @@ def test_random_weights_add_the_rgb_baseline_and_say_masks_are_meaningless(phant
     assert is_png(out / "worst_rgb.png")
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_report_names_the_adapter_it_measured_by_hash_and_training_record(phantom: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    from samsa_stream.worker.engines.fusion_adapter import FusionAdapter, save_adapter
+
+    adapter = tmp_path / "adapter.safetensors"
+    save_adapter(adapter, FusionAdapter(), "sam2.1_hiera_tiny", info={"dataset": "ward-7", "shots": 3})
+    out = tmp_path / "out"
+    assert run_eval(phantom.parent / "phantom-0000.npz", out, "--engine", "decoder", "--clicks", "1", "--no-baselines",
+                    "--random-weights", "--image-size", "128", "--device", "cpu", "--adapter", str(adapter)) == 0
+    weights = read_report(out)["config"]["settings"]["weights"]
+    assert weights["adapter"]["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
+    assert weights["adapter"]["info"]["dataset"] == "ward-7" and weights["adapter"]["info"]["shots"] == 3
+    assert "checkpoint" not in weights  # random weights: no file to name
+    adapter.write_bytes(adapter.read_bytes()[:-1] + b"\x01")  # another adapter: its rows are not mixed in
+    assert run_eval(phantom.parent / "phantom-0000.npz", out, "--engine", "decoder", "--clicks", "1",
+                    "--no-baselines", "--random-weights", "--image-size", "128", "--device", "cpu",
+                    "--adapter", str(adapter)) == 1
+
+
 # ------------------------------------------------------------------------------------------- resume
 
 
