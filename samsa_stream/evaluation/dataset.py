@@ -49,6 +49,7 @@ OBJECT_MODES: tuple[ObjectMode, ...] = ("components", "classes")
 MANIFEST_FORMAT = "samsa-stream/eval-dataset"
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIXES = (".toml", ".json")
+MANIFEST_STEM = "manifest"  # a folder holding manifest.toml / manifest.json stands for that manifest
 MANIFEST_KEYS = ("format", "version", "name", "objects", "min_area_px", "skip", "classes", "images")
 IMAGE_KEYS = ("cube", "labels", "frame")
 
@@ -425,7 +426,8 @@ class Dataset:
 
 def open_dataset(path: Path, settings: Settings, *, mode: ObjectMode | None = None, min_area_px: int | None = None,
                  skip: Iterable[int] | None = None) -> Dataset:
-    """The labelled dataset at ``path``: a manifest (``.toml``/``.json``), a folder (every capture below
+    """The labelled dataset at ``path``: a manifest (``.toml``/``.json``), a folder holding a manifest
+    (``manifest.toml`` or ``manifest.json``: the folder means its manifest), a folder (every capture below
     it that has labels), or one capture file or HELICoiD folder.
 
     ``mode``, ``min_area_px`` and ``skip`` (from command-line flags) override the manifest's values;
@@ -435,6 +437,9 @@ def open_dataset(path: Path, settings: Settings, *, mode: ObjectMode | None = No
     if not path.exists():
         raise EvaluationError(f"{path}: no such file or folder")
     options = ReadOptions.from_settings(settings.ingest)
+    if path.is_dir():
+        path = next((path / f"{MANIFEST_STEM}{suffix}" for suffix in MANIFEST_SUFFIXES
+                     if (path / f"{MANIFEST_STEM}{suffix}").is_file()), path)
     if path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
         manifest = _read_manifest(path)
         rules = ObjectRules(mode=mode or manifest.mode,

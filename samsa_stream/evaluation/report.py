@@ -134,6 +134,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     clicks = np.arange(1, summary["budget"] + 1)
@@ -144,8 +145,9 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("mean DICE (%)")
     ax.set_ylim(0, 100)
     ax.set_xlim(1, max(2, summary["budget"]))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -153,15 +155,17 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
 
 def plot_worst(rows: list[dict[str, Any]], method: str, load: Callable[[int], LabelledImage], path: Path,
                count: int = WORST_SHOWN) -> int:
-    """A strip of ``method``'s objects with the lowest final DICE: the pseudo-RGB, the ground truth's
-    outline (white), the final mask (filled) and every click (green positive, red negative)."""
+    """A strip of ``method``'s worst objects (lowest final DICE; among equals, the lowest mean DICE over
+    the clicks, i.e. the slowest to get there): the pseudo-RGB, the ground truth's outline (white), the
+    final mask (filled) and every click (green positive, red negative)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scored = [r for r in rows if r["kind"] == "object" and r["method"] == method and r.get("dice")]
-    worst = sorted(scored, key=lambda r: (r["dice"][-1], r["image_index"], r["object_index"]))[:count]
+    worst = sorted(scored, key=lambda r: (round(r["dice"][-1], 6), float(np.mean(r["dice"])), r["image_index"],
+                                          r["object_index"]))[:count]
     if not worst:
         return 0
     fig, axes = plt.subplots(1, len(worst), figsize=(2.6 * len(worst), 3.0), dpi=120, squeeze=False)
@@ -176,7 +180,8 @@ def plot_worst(rows: list[dict[str, Any]], method: str, load: Callable[[int], La
             ax.contour(truth.astype(np.float32), levels=[0.5], colors="white", linewidths=0.8)
         for r, c, positive in row["clicks"]:
             ax.plot(c, r, marker="o", markersize=4, color="lime" if positive else "red", markeredgecolor="black")
-        ax.set_title(f"{row['image']}\n{row['object']} DICE {100 * row['dice'][-1]:.1f}%", fontsize=7)
+        ax.set_title(f"{row['image']} {row['object']}\nDICE {100 * row['dice'][0]:.0f}% at 1 click, "
+                     f"{100 * row['dice'][-1]:.0f}% at {len(row['dice'])}", fontsize=7)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path)

@@ -475,3 +475,15 @@ def test_manifest_label_file_wins_and_null_is_absent(tmp_path: Path) -> None:
     image = dataset.load(0)
     np.testing.assert_array_equal(image.labels, other)
     assert [o.key for o in image.objects] == ["c4-k0"]
+
+
+def test_a_folder_holding_a_manifest_means_its_manifest(tmp_path: Path) -> None:
+    labels = np.zeros((8, 9), np.int32)
+    labels[2:5, 2:5] = 4
+    np.savez(tmp_path / "a.npz", cube=np.full((8, 9, 5), 0.3, np.float32), wavelengths_nm=np.arange(5) * 10.0 + 500,
+             labels=labels)
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"name": "ward", "objects": "classes", "classes": {"4": "tumour"}, "images": [{"cube": "a.npz"}]}))
+    dataset = open_dataset(tmp_path, Settings())
+    assert dataset.name == "ward" and dataset.rules.mode == "classes"
+    assert [o.class_name for o in dataset.load(0).objects] == ["tumour"]
