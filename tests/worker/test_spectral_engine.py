@@ -165,3 +165,17 @@ def test_the_noise_estimate_widens_the_threshold_for_dark_noisy_pixels() -> None
     adaptive = run(frame, [(20, 20, True)])
     assert (fixed & truth).sum() < 0.5 * truth.sum() < (adaptive & truth).sum()
     assert (adaptive & ~truth).sum() <= 8
+
+
+def test_a_target_between_a_close_and_a_far_material_is_cut_from_the_close_one() -> None:
+    """The implicit negative is the close material the threshold would take in, not a blend with the far one."""
+    cube = scene()
+    far = material(560.0, 0.08, 0.45)
+    cube[:, 32:] = far * cube[:, 32:].mean(axis=2, keepdims=True) / far.mean()
+    near = material(690.0, 0.25, 0.25)  # 0.067 rad from the background on the left
+    cube[18:21, 29:32] = near * cube[18:21, 29:32].mean(axis=2, keepdims=True) / near.mean()
+    frame = frame_of(noisy(cube))
+    truth = np.zeros(cube.shape[:2], bool)
+    truth[18:21, 29:32] = True
+    mask = run(frame, [(19, 30, True)])
+    assert mask[19, 30] and (mask & truth).sum() >= 7 and (mask & ~truth).sum() <= 4

@@ -7,10 +7,11 @@ Per object and frame (DESIGN section 4):
   of the reference's own material further away (``noise_factor``; noise estimated per frame);
 - a negative click cuts the pixels spectrally nearer to it than to every positive reference, and
   within a region that also holds a positive click, the pixels nearer to it than to the positives;
-- around a fresh positive click, a ring of pixels mostly unlike the clicked spectrum (a small target
-  on its background, a click near a tissue border) gives an implicit negative reference: pixels
-  spectrally nearer to those surroundings than to the object are not the object, even within the
-  threshold (a target close in angle to its background does not flood it on the first click);
+- around the object's first positive click on or near this frame (the click that says what the
+  object is; later ones are corrections, often at its border), a ring of pixels mostly unlike the
+  clicked spectrum (a small target on its background) gives an implicit negative reference from
+  those of them still within the threshold: pixels spectrally nearer to those surroundings than to
+  the object are not the object (a target close in angle to its background does not flood it);
 - a clicked pixel always belongs to its object (a positive one in, a negative one out), and a
   region holding a click is kept however small;
 - positives on two separate regions say the object has several parts: then every similar region
@@ -79,12 +80,19 @@ RING_GAP = 2  # the ring around a click starts this far beyond the reference win
 RING_WIDTH = 2  # ... and is this many pixels wide
 RING_NOISE = 1.5  # a ring pixel is unlike the click beyond this multiple of the same-material noise angle ...
 RING_MIN_RAD = 0.02  # ... and beyond this angle (material variability on nearly noise-free data)
+RING_UNLIKE_SHARE = 0.5  # most of the ring unlike the click: a small target, or a click near a border
+RING_MIN_PIXELS = 3  # fewer ring pixels within the threshold make no reference worth trusting
 
 
-def surroundings(unlike_map: np.ndarray, cube: np.ndarray, point: Point, inner: int) -> np.ndarray | None:
-    """Mean spectrum of the ring around ``point`` (Chebyshev distance inner+RING_GAP .. +RING_WIDTH) over its
-    pixels unlike the click (``unlike_map``), when they are most of the ring; else None."""
-    h, w = unlike_map.shape
+def surroundings(unlike_map: np.ndarray, within: np.ndarray, cube: np.ndarray, point: Point,
+                 inner: int) -> np.ndarray | None:
+    """The implicit negative reference of a click at ``point``, or None.
+
+    Looks at the ring around the click (Chebyshev distance inner+RING_GAP .. +RING_WIDTH). When most of
+    the ring is unlike the click (``unlike_map``), the click sits on a small target or near a border; the
+    mean spectrum of the unlike ring pixels that are still within the click's threshold (``within``:
+    those the threshold alone would wrongly take in) is the reference. Unlike pixels beyond the
+    threshold are left out: they are excluded anyway, and mixing them in would blur the reference."""
     row, col = point
     lo = inner + RING_GAP
     hi = lo + RING_WIDTH
@@ -93,10 +101,12 @@ def surroundings(unlike_map: np.ndarray, cube: np.ndarray, point: Point, inner: 
     dr, dc = np.indices(window.shape)
     ring = np.maximum(np.abs(dr + top - row), np.abs(dc + left - col)) >= lo
     unlike = ring & window
-    if not ring.any() or np.count_nonzero(unlike) * 2 < np.count_nonzero(ring):
+    if not ring.any() or np.count_nonzero(unlike) < RING_UNLIKE_SHARE * np.count_nonzero(ring):
         return None
-    spectra = cube[top: row + hi + 1, left: col + hi + 1][unlike].astype(np.float64)
-    mean = spectra.mean(axis=0)
+    near = unlike & within[top: row + hi + 1, left: col + hi + 1]
+    if np.count_nonzero(near) < RING_MIN_PIXELS:
+        return None
+    mean = cube[top: row + hi + 1, left: col + hi + 1][near].astype(np.float64).mean(axis=0)
     return mean.astype(np.float32) if np.any(mean) and np.all(np.isfinite(mean)) else None
 
 
@@ -212,8 +222,9 @@ class SpectralEngine(Engine[SpectralContext]):
         if spread is not None:
             unlike &= theta_pos > np.float32(RING_NOISE) * spread
         unlike &= theta_pos > np.float32(RING_MIN_RAD)
-        implicit = [ring for k, p in fresh
-                    if (ring := surroundings(unlike[..., k], frame.cube, p, knobs.reference_radius)) is not None]
+        implicit = [ring for k, p in fresh[:1]  # the defining click only (see the module doc)
+                    if (ring := surroundings(unlike[..., k], ratios[..., k] <= 1.0, frame.cube, p,
+                                             knobs.reference_radius)) is not None]
         if implicit:
             near_ring = ctx.spectra.angles(np.stack(implicit)).min(axis=2)
             near_neg = near_ring if near_neg is None else np.minimum(near_neg, near_ring)
