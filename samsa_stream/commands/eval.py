@@ -154,7 +154,12 @@ def _run(args: argparse.Namespace) -> int:
         if not ranks.leader:
             store.prepare(config, leader=False)
         progress = None if args.quiet or not ranks.leader else _progress
-        evaluate(dataset, engines, config, store, ranks, settings.worker.spectral.reference_radius, progress)
+        try:
+            evaluate(dataset, engines, config, store, ranks, settings.worker.spectral.reference_radius, progress)
+        except KeyboardInterrupt:  # the rows written so far are kept: say how to go on instead of a traceback
+            sys.stderr.write(f"\neval interrupted; the rows written so far are in {store.folder}: run the same "
+                             "command again to resume\n")
+            return 130
         ranks.barrier()
         if not ranks.leader:
             return 0

@@ -21,6 +21,8 @@ from .metrics import clicks_to_reach, dice_drops, reached
 DICE_AT = (1, 3, 5)  # the papers' columns: DICE after 1, 3 and 5 clicks
 TARGETS = {"noc85": 0.85, "noc90": 0.90}
 WORST_SHOWN = 6
+BOOTSTRAP_SAMPLES = 2000  # resamples of the objects for the 95 % intervals (seeded: a report is reproducible)
+BOOTSTRAP_SEED = 0
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -31,6 +33,18 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def interval95(values: Sequence[float]) -> list[float] | None:
+    """95 % bootstrap interval (percentile, resampling the objects) of the mean of ``values``: how far the
+    mean DICE of another set of objects like these could lie. None for fewer than two objects."""
+    if len(values) < 2:
+        return None
+    data = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = data[rng.integers(0, data.size, size=(BOOTSTRAP_SAMPLES, data.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return [float(low), float(high)]
+
+
 def method_stats(rows: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     """The figures of one method over ``rows`` (its object rows): mean DICE/IoU after k clicks, mean
     clicks to 85/90 % DICE (capped at the budget), how many never got there, how often a click
@@ -39,6 +53,7 @@ def method_stats(rows: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     stats: dict[str, Any] = {"objects": len(scored), "errors": len(rows) - len(scored)}
     ks = [k for k in DICE_AT if k <= budget]
     stats["dice_at"] = {str(k): _mean([r["dice"][k - 1] for r in scored]) for k in ks}
+    stats["dice_at_ci95"] = {str(k): interval95([r["dice"][k - 1] for r in scored]) for k in ks}
     stats["iou_at"] = {str(k): _mean([r["iou"][k - 1] for r in scored]) for k in ks}
     for name, target in TARGETS.items():
         stats[name] = _mean([clicks_to_reach(r["dice"], target, budget) for r in scored])
@@ -86,6 +101,11 @@ def _cell(value: Any, digits: int = 3, percent: bool = False) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _with_interval(value: float | None, interval: list[float] | None) -> str:
+    text = _cell(value, percent=True)
+    return text if interval is None else f"{text} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+
+
 def _table(stats: dict[str, dict[str, Any]], budget: int) -> list[str]:
     ks = [k for k in DICE_AT if k <= budget]
     head = (["method", "objects"] + [f"DICE@{k} %" for k in ks]
@@ -95,7 +115,7 @@ def _table(stats: dict[str, dict[str, Any]], budget: int) -> list[str]:
     for method, s in stats.items():
         lowered = s["dice_lowered"]
         cells = ([method, f"{s['objects']}" + (f" ({s['errors']} failed)" if s["errors"] else "")]
-                 + [_cell(s["dice_at"][str(k)], percent=True) for k in ks]
+                 + [_with_interval(s["dice_at"][str(k)], s["dice_at_ci95"][str(k)]) for k in ks]
                  + [_cell(s["noc85"], 2), _cell(s["noc90"], 2), f"{s['objects'] - s['failed_85']}/{s['objects']}",
                     f"{lowered['clicks']}/{lowered['of']}", _cell(s["click_ms"]["median"], 1),
                     _cell(s["prepare_ms_median"], 1)])
@@ -123,7 +143,8 @@ def markdown(summary: dict[str, Any], config: dict[str, Any], notices: Sequence[
     lines += ["## All objects", "", *_table(summary["methods"], budget), ""]
     for name, stats in summary["classes"].items():
         lines += [f"## Class: {name}", "", *_table(stats, budget), ""]
-    lines += ["NoC@85/90: mean clicks to reach 85/90 % DICE, counting the budget for an object that never did.",
+    lines += ["DICE: mean over objects, with its 95 % bootstrap interval (objects resampled) in brackets.",
+              "NoC@85/90: mean clicks to reach 85/90 % DICE, counting the budget for an object that never did.",
               "Clicks lowering DICE: placed clicks after the first that lowered their object's DICE.", ""]
     return "\n".join(lines)
 

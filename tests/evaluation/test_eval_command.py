@@ -105,7 +105,10 @@ def test_outputs_report_table_per_method_and_class_and_plots(phantom_run: Path) 
         cells = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
         assert set(methods) <= set(cells)
     spectral = report["summary"]["methods"]["spectral"]
-    assert f"| spectral | 8 | {100 * spectral['dice_at']['1']:.1f} |" in text
+    low, high = spectral["dice_at_ci95"]["1"]
+    assert low <= spectral["dice_at"]["1"] <= high
+    assert (f"| spectral | 8 | {100 * spectral['dice_at']['1']:.1f} ({100 * low:.1f}-{100 * high:.1f}) |"
+            in text)
     for name in ["dice_vs_clicks.png", *(f"worst_{m}.png" for m in methods)]:
         assert is_png(phantom_run / name), name
 
@@ -301,3 +304,24 @@ def test_a_clicks_value_that_is_no_number_is_a_usage_error(phantom: Path, tmp_pa
     with pytest.raises(SystemExit) as caught:
         run_eval(phantom, tmp_path / "out", "--clicks", "many")
     assert caught.value.code == 2 and "--clicks: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_says_how_to_resume_and_keeps_its_rows(phantom: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import samsa_stream.evaluation.run as run_module
+
+    real = run_module.evaluate
+
+    def stop_after_one_image(dataset, methods, config, store, ranks, radius, progress=None):
+        real(dataset, methods, config, store, ranks.__class__(rank=0, world_size=len(dataset)), radius, progress)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "evaluate", stop_after_one_image)
+    out = tmp_path / "out"
+    assert run_eval(phantom, out, "--engine", "spectral", "--clicks", "3") == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    assert not (out / "report.json").exists()
+    monkeypatch.setattr(run_module, "evaluate", real)
+    assert run_eval(phantom, out, "--engine", "spectral", "--clicks", "3") == 0
+    assert read_report(out)["summary"]["images"] == 4

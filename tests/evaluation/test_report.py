@@ -162,3 +162,17 @@ def test_errors_and_unread_images_are_counted_apart() -> None:
     assert "| unused | 0 | - | - | - | - |" in text
     assert "## Class: x" in text and "## Class: y" in text
     assert "could not be read: 1" in text
+
+
+def test_the_dice_interval_is_a_reproducible_bootstrap_of_the_objects() -> None:
+    from samsa_stream.evaluation.report import interval95
+
+    values = [0.2, 0.9, 0.95, 0.5, 0.7, 0.85, 0.99, 0.1]
+    low, high = interval95(values)
+    assert low < sum(values) / len(values) < high
+    assert min(values) <= low and high <= max(values)
+    assert interval95(values) == [low, high]  # seeded
+    assert interval95([0.5] * 5) == [0.5, 0.5]
+    assert interval95([0.5]) is None
+    wider = interval95(values[:4])
+    assert wider is not None and wider[1] - wider[0] > high - low  # fewer objects, wider interval
