@@ -40,7 +40,9 @@ def interval95(values: Sequence[float]) -> list[float] | None:
         return None
     data = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    means = data[rng.integers(0, data.size, size=(BOOTSTRAP_SAMPLES, data.size))].mean(axis=1)
+    block = max(1, min(BOOTSTRAP_SAMPLES, (1 << 22) // data.size))  # bounded memory for large datasets
+    means = np.concatenate([data[rng.integers(0, data.size, size=(min(block, BOOTSTRAP_SAMPLES - done), data.size))]
+                            .mean(axis=1) for done in range(0, BOOTSTRAP_SAMPLES, block)])
     low, high = np.percentile(means, [2.5, 97.5])
     return [float(low), float(high)]
 
