@@ -19,6 +19,7 @@ import numpy as np
 from .display.console import PromptConsole
 from .display.subscriber import Subscriber
 from .errors import SamsaError
+from .evaluation.metrics import iou
 from .ingest.sources.phantom import PhantomCamera
 from .node import LocalNode, wait_until
 from .runtime import write_json_atomic
@@ -28,11 +29,6 @@ log = logging.getLogger(__name__)
 
 class DemoError(SamsaError, RuntimeError):
     """A demo process failed; the message carries the end of its log."""
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def background_point(labels: np.ndarray) -> tuple[float, float]:

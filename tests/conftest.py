@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from samsa_stream.demo import iou  # noqa: F401  (tests import it from here)
+from samsa_stream.evaluation.metrics import iou  # noqa: F401  (tests import it from here)
 from samsa_stream.ingest.normalize import Normalizer
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.protocol import CubeFrame
