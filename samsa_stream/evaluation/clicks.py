@@ -98,7 +98,7 @@ def _deepest(region: np.ndarray, taken: np.ndarray) -> tuple[int, int] | None:
     so distances inside the box are the same as in the whole image.
     """
     depth = _depth(region)
-    depth[~region | taken] = -1.0
+    depth[~region | taken] = -1
     row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)  # the first maximum in raster order
     if depth[row, col] < 0:
         return None
@@ -106,9 +106,14 @@ def _deepest(region: np.ndarray, taken: np.ndarray) -> tuple[int, int] | None:
 
 
 def _depth(region: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance (float32) of each ``region`` pixel to the nearest pixel outside it; 0 outside."""
+    """Squared Euclidean distance (int64) of each ``region`` pixel to the nearest pixel outside it; 0 outside.
+
+    Squared distances between pixel centres are integers: rounding the exact transform's result to them
+    makes equal depths exactly equal, so ties go to raster order whatever rounding the transform's
+    threads left in the last bit (which otherwise picked one of two equally deep pixels at random)."""
     padded = np.pad(region.astype(np.uint8), 1)  # the image border counts as boundary
-    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    distance = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1].astype(np.float64)
+    return np.rint(distance * distance).astype(np.int64)
 
 
 def _as_mask(array: np.ndarray, what: str) -> np.ndarray:

@@ -211,3 +211,18 @@ def test_first_click_is_inside_and_deepest(gt: np.ndarray) -> None:
         return float(np.sqrt(((outside - (r, c)) ** 2).sum(axis=1)).min())
     best = max(depth(r, c) for r, c in np.argwhere(gt))
     assert depth(click.row, click.col) == pytest.approx(best, abs=1e-4)
+
+
+def test_equally_deep_pixels_are_exactly_equal_so_ties_go_to_raster_order() -> None:
+    """Depths are squared distances between pixel centres (integers): two 7x7 squares give the same
+    depth at both centres, and the upper square's centre is the click, whatever the transform's rounding."""
+    from samsa_stream.evaluation.clicks import _depth
+
+    truth = np.zeros((30, 12), bool)
+    truth[3:10, 2:9] = truth[18:25, 2:9] = True
+    depth = _depth(truth)
+    assert depth.dtype.kind == "i" and depth[6, 5] == depth[21, 5] == 16  # 4 pixels to the outside
+    assert first_click(truth) == SimulatedClick(6, 5, True)
+    upper = truth.copy()
+    upper[15:] = False
+    assert next_click(truth, upper, {(6, 5)}) == SimulatedClick(21, 5, True)
