@@ -38,12 +38,16 @@ Point = tuple[int, int]  # (row, col)
 class SpectralContext(FrameContext):
     spectra: PixelSpectra  # the frame's spectra and norms, shared by every object
     noise: float  # per-band sensor noise of the frame (reflectance units)
+    _noise_angle: np.ndarray | None = None
 
     def noise_angle(self) -> np.ndarray:
-        """(H, W) angle the sensor noise alone puts between a pixel and its noise-free spectrum."""
-        scale = np.float32(self.noise * np.sqrt(self.spectra.bands))
-        angle = np.where(self.spectra.inv_norm > 0, scale * self.spectra.inv_norm, HALF_PI)
-        return angle.reshape(self.spectra.shape).astype(np.float32, copy=False)
+        """(H, W) angle the sensor noise alone puts between a pixel and its noise-free spectrum (computed
+        once per frame, shared by every object)."""
+        if self._noise_angle is None:
+            scale = np.float32(self.noise * np.sqrt(self.spectra.bands))
+            angle = np.where(self.spectra.inv_norm > 0, scale * self.spectra.inv_norm, HALF_PI)
+            self._noise_angle = angle.reshape(self.spectra.shape).astype(np.float32, copy=False)
+        return self._noise_angle
 
 
 def click_points(clicks: list[Click], frame_id: int, window: int, shape: tuple[int, int]) -> list[Point]:
