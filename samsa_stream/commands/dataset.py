@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first scene (default 0)")
     p.add_argument("--size", default="64x64", metavar="HxW", help="scene height x width in pixels (default 64x64)")
     p.add_argument("--bands", type=int, default=60, help="bands, 450-950 nm (default 60)")
+    p.add_argument("--frames", type=int, default=1, help="phantom only: each item is a sequence of this many "
+                   "consecutive camera frames in one multi-frame .npz ('cubes', per-frame 'labels'), for "
+                   "evaluating tracking with eval --sequences (default 1: single frames)")
     p.add_argument("--force", action="store_true",
                    help="write into a non-empty DIR (files of the same names are replaced, others kept)")
     p.set_defaults(handler=_run)
@@ -53,6 +56,11 @@ def _run(args: argparse.Namespace) -> int:
     height, width = _size(args.size)
     if args.count < 1:
         raise CommandError(f"--count must be >= 1, got {args.count}")
+    if args.frames < 1:
+        raise CommandError(f"--frames must be >= 1, got {args.frames}")
+    if args.frames > 1 and args.kind != "phantom":
+        raise CommandError(f"--frames {args.frames}: only the phantom moves; {args.kind} scenes are single frames")
+    sequence = args.frames > 1
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {out}: is a file, not a folder")
@@ -65,24 +73,37 @@ def _run(args: argparse.Namespace) -> int:
         except EvaluationError as exc:
             raise CommandError(f"cannot make {args.kind} scenes: {exc}") from exc
 
-    first = scene(args.seed)  # bad sizes, bands or seeds fail here, before anything is written
+    def frames_of(index: int) -> list[Scene]:
+        """Item ``index``: one scene, or (sequences) the phantom's consecutive frames from seed + index x frames."""
+        if not sequence:
+            return [scene(args.seed + index)]
+        start = args.seed + index * args.frames
+        return [scene(start + k) for k in range(args.frames)]
+
+    first = frames_of(0)  # bad sizes, bands or seeds fail here, before anything is written
     classes: dict[int, str] = {}
     images: list[dict[str, str | None]] = []
     labelled = 0
     try:
         out.mkdir(parents=True, exist_ok=True)
         for index in range(args.count):
-            item = first if index == 0 else scene(args.seed + index)
-            for value, name in item.classes.items():
-                if classes.setdefault(value, name) != name:  # the scenes' label values are global by design
-                    raise CommandError(f"label value {value} is {classes[value]!r} in one scene and {name!r} "
-                                       "in another")
-            name = f"{args.kind}-{index:04d}.npz"
-            np.savez(out / name, cube=item.cube.astype(np.float32, copy=False),
-                     wavelengths_nm=item.wavelengths_nm.astype(np.float64, copy=False),
-                     labels=item.labels.astype(np.int32, copy=False))
+            items = first if index == 0 else frames_of(index)
+            for item in items:
+                for value, name in item.classes.items():
+                    if classes.setdefault(value, name) != name:  # the scenes' label values are global by design
+                        raise CommandError(f"label value {value} is {classes[value]!r} in one scene and {name!r} "
+                                           "in another")
+                labelled += int(np.count_nonzero(item.labels))
+            wavelengths = items[0].wavelengths_nm.astype(np.float64, copy=False)
+            if sequence:
+                name = f"{args.kind}-seq-{index:04d}.npz"
+                np.savez(out / name, cubes=np.stack([i.cube for i in items]).astype(np.float32, copy=False),
+                         wavelengths_nm=wavelengths, labels=np.stack([i.labels for i in items]).astype(np.int32))
+            else:
+                name = f"{args.kind}-{index:04d}.npz"
+                np.savez(out / name, cube=items[0].cube.astype(np.float32, copy=False), wavelengths_nm=wavelengths,
+                         labels=items[0].labels.astype(np.int32, copy=False))
             images.append({"cube": name, "labels": None})
-            labelled += int(np.count_nonzero(item.labels))
         manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "name": args.kind, "objects": "classes",
                     "min_area_px": 1, "skip": [0], "classes": {str(v): classes[v] for v in sorted(classes)},
                     "images": images}
@@ -91,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CommandError(f"--out {out}: cannot be written ({exc.strerror or exc})") from exc
     print(json.dumps({"dataset": str(out / "manifest.json"), "kind": args.kind, "images": args.count,
-                      "seeds": [args.seed, args.seed + args.count - 1], "size": [height, width],
+                      "frames_per_image": args.frames,
+                      "seeds": [args.seed, args.seed + args.count * args.frames - 1], "size": [height, width],
                       "bands": args.bands, "classes": manifest["classes"], "labelled_px": labelled}))
     return 0

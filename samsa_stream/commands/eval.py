@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-area", type=int, default=None, metavar="PX", help="objects smaller than this are skipped")
     p.add_argument("--skip", default=None, metavar="V[,V...]", help="label values that are no object (default 0)")
     p.add_argument("--no-baselines", action="store_true", help="run only the methods given with --engine")
+    p.add_argument("--sequences", action="store_true",
+                   help="track instead: each multi-frame capture is a sequence with per-frame labels; each object "
+                        "(label value) is clicked on the first frame it appears in and followed with no further "
+                        "click, with and without the method's memory (OUT/iou_vs_frames.png)")
     p.add_argument("--restart", action="store_true", help="discard rows already in OUT instead of resuming")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     model_flags(p)
@@ -121,8 +125,9 @@ def _run(args: argparse.Namespace) -> int:
     from ..evaluation import EvaluationError
     from ..evaluation.baselines import build_methods
     from ..evaluation.dataset import open_dataset
-    from ..evaluation.report import plot_curves, plot_worst, write_report
-    from ..evaluation.run import EvalConfig, RowStore, evaluate
+    from ..evaluation.report import plot_curves, plot_tracking, plot_worst, write_report
+    from ..evaluation.run import EvalConfig, RowStore, evaluate, evaluate_sequences
+    from ..evaluation.sequence import run_names
     from ..parallel import Ranks
     from ..runtime import setup_logging
 
@@ -133,16 +138,20 @@ def _run(args: argparse.Namespace) -> int:
     if args.min_area is not None and args.min_area < 1:
         raise CommandError(f"--min-area must be at least 1 pixel, got {args.min_area}")
     methods = methods_for(args, settings)
+    if args.sequences and args.objects == "components":
+        raise CommandError("--sequences follows label values from frame to frame: --objects components does not "
+                           "apply (a component has no identity across frames)")
     ranks = Ranks.start(settings.worker.device)
     try:
         started = time.perf_counter()
-        dataset = open_dataset(args.dataset, settings, mode=args.objects, min_area_px=args.min_area,
-                               skip=_int_list(args.skip, "--skip"))
+        dataset = open_dataset(args.dataset, settings, mode="classes" if args.sequences else args.objects,
+                               min_area_px=args.min_area, skip=_int_list(args.skip, "--skip"))
         if len(dataset) == 0:
             raise EvaluationError(f"{args.dataset}: no labelled images to evaluate")
         engines = build_methods(methods, settings.worker)
         config_json = run_config(settings, methods, args.clicks, dataset.describe())
-        config = EvalConfig(tuple(methods), args.clicks, config_json["dataset"], config_json["settings"])
+        config = EvalConfig(tuple(methods), args.clicks, config_json["dataset"], config_json["settings"],
+                            sequences=args.sequences)
         store = RowStore(args.out, ranks.rank)
         if ranks.leader and args.restart:
             shutil.rmtree(store.folder, ignore_errors=True)
@@ -154,8 +163,9 @@ def _run(args: argparse.Namespace) -> int:
         if not ranks.leader:
             store.prepare(config, leader=False)
         progress = None if args.quiet or not ranks.leader else _progress
+        run = evaluate_sequences if args.sequences else evaluate
         try:
-            evaluate(dataset, engines, config, store, ranks, settings.worker.spectral.reference_radius, progress)
+            run(dataset, engines, config, store, ranks, settings.worker.spectral.reference_radius, progress)
         except KeyboardInterrupt:  # the rows written so far are kept: say how to go on instead of a traceback
             sys.stderr.write(f"\neval interrupted; the rows written so far are in {store.folder}: run the same "
                              "command again to resume\n")
@@ -166,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
         notices = sorted({n for e in engines.values() for n in e.notices})
         rows = store.merged()
         summary = write_report(args.out, rows, config.to_json(), notices)
+        if args.sequences:
+            plot_tracking(rows, run_names(methods), args.out / "iou_vs_frames.png")
+            return _finish(args, summary, notices, started)
         plot_curves(summary, args.out / "dice_vs_clicks.png")
         loaded: dict[int, LabelledImage] = {}
 
@@ -180,12 +193,22 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.out}: cannot be written ({exc.strerror or exc})") from exc
     finally:
         ranks.stop()
+    return _finish(args, summary, notices, started)
+
+
+def _finish(args: argparse.Namespace, summary: dict[str, Any], notices: list[str], started: float) -> int:
+    """Notices to the log, one JSON line with the headline figures to stdout."""
     for notice in notices:
         log.warning("notice: %s", notice)
-    brief = {m: {"objects": s["objects"], "dice_at": s["dice_at"], "noc85": s["noc85"], "noc90": s["noc90"]}
-             for m, s in summary["methods"].items()}
-    json.dump({"out": str(args.out), "images": summary["images"], "objects": summary["objects"],
-               "seconds": round(time.perf_counter() - started, 1), "methods": brief}, sys.stdout)
+    brief: dict[str, Any] = {m: {"objects": s["objects"], "dice_at": s["dice_at"], "noc85": s["noc85"],
+                                 "noc90": s["noc90"]} for m, s in summary["methods"].items() if s["objects"]}
+    out: dict[str, Any] = {"out": str(args.out), "images": summary["images"], "objects": summary["objects"],
+                           "seconds": round(time.perf_counter() - started, 1), "methods": brief}
+    if summary["tracking"]:
+        out["sequences"] = summary["sequences"]
+        out["tracking"] = {run: {k: t[k] for k in ("tracks", "iou_mean", "drift", "returns", "recovered")}
+                           for run, t in summary["tracking"].items()}
+    json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

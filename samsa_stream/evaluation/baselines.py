@@ -1,8 +1,9 @@
 """Reference methods every evaluation compares against, next to the node's own engines.
 
 ``angle-mapper`` is the plain spectral-angle-mapper baseline: the angle of every pixel to the mean
-of the positive clicks' pixel spectra, one global threshold (``worker.spectral.threshold_rad``), no
-connectivity, negative clicks ignored. RGB-only SAM2 is the node's ``rgb`` engine.
+of the positive clicks' pixel spectra (on later frames, the spectra the clicks recorded), one global
+threshold (``worker.spectral.threshold_rad``), no connectivity, negative clicks ignored. RGB-only
+SAM2 is the node's ``rgb`` engine.
 """
 
 from __future__ import annotations
@@ -25,9 +26,13 @@ class AngleMapper(SpectralEngine):
     name = "angle-mapper"
 
     def segment(self, ctx: SpectralContext, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
-        cube = ctx.frame.cube
+        frame = ctx.frame
+        cube = frame.cube
         h, w = cube.shape[:2]
-        spectra = [cube[min(max(round(c.y), 0), h - 1), min(max(round(c.x), 0), w - 1)] for c in obj.positives]
+        # The clicked pixel's spectrum on the clicked frame; on later frames (tracking) the spectrum the
+        # click recorded, since the object has moved away from where it was clicked.
+        spectra = [cube[min(max(round(c.y), 0), h - 1), min(max(round(c.x), 0), w - 1)]
+                   if c.frame_id == frame.frame_id else c.reference_on(frame.wavelengths_nm) for c in obj.positives]
         mean = np.mean(np.asarray(spectra, dtype=np.float64), axis=0)
         try:
             theta = ctx.spectra.angles(mean[None].astype(np.float32))[..., 0]

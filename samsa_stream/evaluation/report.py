@@ -17,6 +17,7 @@ from ..protocol.masks import rle_decode
 from ..runtime import write_json_atomic
 from .dataset import LabelledImage
 from .metrics import clicks_to_reach, dice_drops, reached
+from .sequence import RECOVERED_IOU, run_names, track_stats
 
 DICE_AT = (1, 3, 5)  # the papers' columns: DICE after 1, 3 and 5 clicks
 TARGETS = {"noc85": 0.85, "noc90": 0.90}
@@ -84,8 +85,12 @@ def summarize(rows: list[dict[str, Any]], methods: Sequence[str], budget: int) -
     for r in objects:
         by_method[r["method"]].append(r)
         by_class[r["class_name"]][r["method"]].append(r)
+    tracks = [r for r in rows if r["kind"] == "track"]
+    tracking = {run: track_stats([r for r in tracks if r["method"] == run]) for run in run_names(methods)}
     return {
         "budget": budget,
+        "sequences": sum(1 for r in rows if r["kind"] == "sequence"),
+        "tracking": tracking if tracks else {},
         "images": sum(1 for r in rows if r["kind"] == "image"),
         "objects": len({(r["image"], r["object"]) for r in objects}),
         "image_errors": [{"image": r["image"], "error": r["error"]} for r in rows if r["kind"] == "image_error"],
@@ -125,6 +130,20 @@ def _table(stats: dict[str, dict[str, Any]], budget: int) -> list[str]:
     return lines
 
 
+def _tracking_table(tracking: dict[str, dict[str, Any]]) -> list[str]:
+    head = ["run", "tracks", "frames in view", "IoU mean %", "IoU min %", "drift (IoU points)",
+            "shown while away", "returns found again", "frames to find again (median)", "ms/frame (median)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run, t in tracking.items():
+        drift = None if t["drift"] is None else 100 * t["drift"]
+        cells = [run, str(t["tracks"]), str(t["frames_in_view"]), _cell(t["iou_mean"], percent=True),
+                 _cell(t["iou_min"], percent=True), _cell(drift, 1), f"{t['shown_while_away']}/{t['frames_away']}",
+                 f"{t['recovered']}/{t['returns']}", _cell(t["frames_to_recover_median"], 1),
+                 _cell(t["frame_ms_median"], 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(summary: dict[str, Any], config: dict[str, Any], notices: Sequence[str]) -> str:
     """``report.md``: what was measured, then one table overall and one per class."""
     dataset = config["dataset"]
@@ -135,13 +154,24 @@ def markdown(summary: dict[str, Any], config: dict[str, Any], notices: Sequence[
     if notices:
         lines.append("")
     rules = dataset.get("rules", {})
-    lines += [f"- images: {summary['images']}, objects: {summary['objects']} "
-              f"(object mode {rules.get('objects', '?')}, min area {rules.get('min_area_px', '?')} px)",
-              f"- clicks per object: {budget}; protocol: docs/evaluation.md",
+    if summary["tracking"]:
+        counted = (f"- sequences: {summary['sequences']} (objects are label values, "
+                   f"min area {rules.get('min_area_px', '?')} px)")
+    else:
+        counted = (f"- images: {summary['images']}, objects: {summary['objects']} "
+                   f"(object mode {rules.get('objects', '?')}, min area {rules.get('min_area_px', '?')} px)")
+    lines += [counted, f"- clicks per object: {budget}; protocol: docs/evaluation.md",
               f"- methods: {', '.join(config['methods'])}", ""]
     if summary["image_errors"]:
         lines.append(f"- images that could not be read: {len(summary['image_errors'])} (listed in report.json)")
         lines.append("")
+    if summary["tracking"]:
+        lines += ["## Tracking", "", *_tracking_table(summary["tracking"]), "",
+                  f"Objects are clicked ({budget} simulated clicks) on the first frame they appear in, then followed "
+                  "with no further click; IoU over the frames after that while in view. Drift: mean IoU of each "
+                  "track's last quarter minus its first. 'no-memory' runs get a fresh memory every frame "
+                  f"(re-found from their clicks). Found again: IoU >= {RECOVERED_IOU} after a return.", ""]
+        return "\n".join(lines)
     lines += ["## All objects", "", *_table(summary["methods"], budget), ""]
     for name, stats in summary["classes"].items():
         lines += [f"## Class: {name}", "", *_table(stats, budget), ""]
@@ -169,6 +199,32 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 100)
     ax.set_xlim(1, max(2, summary["budget"]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_tracking(rows: list[dict[str, Any]], runs: Sequence[str], path: Path) -> None:
+    """Mean IoU against frames since the click, one curve per run (frames out of view left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for run in runs:
+        series = [r["iou"] for r in rows if r["kind"] == "track" and r["method"] == run]
+        length = max((len(s) for s in series), default=0)
+        means = [np.mean(vals) if (vals := [s[k] for s in series if k < len(s) and s[k] is not None]) else np.nan
+                 for k in range(length)]
+        if length:
+            ax.plot(np.arange(length), 100 * np.asarray(means, dtype=np.float64), label=run,
+                    linestyle="--" if run.endswith("no-memory") else "-")
+    ax.set_xlabel("frames since the click")
+    ax.set_ylabel("mean IoU in view (%)")
+    ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()

@@ -26,6 +26,7 @@ from ..worker.engines import Engine, EngineError, FrameContext
 from ..worker.prompts import PromptError
 from . import EvaluationError
 from .dataset import Dataset
+from .sequence import evaluate_sequence, run_names, sequence_name, sequences_of
 from .session import run_session
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 ROWS_FORMAT = "samsa-stream/eval-rows"
 # What one object's session can fail with on bad data; it is recorded and the run goes on.
 OBJECT_ERRORS: tuple[type[Exception], ...] = (SpectralError, PromptError, EngineError, EvaluationError)
+SEQUENCE_ERRORS: tuple[type[Exception], ...] = (SourceError, *OBJECT_ERRORS)  # a sequence is scored whole
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,11 @@ class EvalConfig:
     budget: int  # clicks per object
     dataset: dict[str, Any]  # Dataset.describe() of the images and object rules
     settings: dict[str, Any]  # the worker settings the methods ran with (JSON-ready)
+    sequences: bool = False  # each multi-frame capture is a sequence to track through (evaluation.sequence)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": ROWS_FORMAT, "version": 1, "methods": list(self.methods), "budget": self.budget,
-                "dataset": self.dataset, "settings": self.settings}
+                "dataset": self.dataset, "settings": self.settings, "sequences": self.sequences}
 
     def differences(self, saved: dict[str, Any]) -> list[str]:
         """The top-level fields in which ``saved`` (a run.json) differs from this config."""
@@ -184,4 +187,36 @@ def _evaluate_image(dataset: Dataset, index: int, methods: dict[str, Engine], co
         engine.forget(frame.stream_id)
     store.append({"kind": "image", "image": name, "image_index": index, "objects": len(image.objects),
                   "shape": list(frame.cube.shape)})
+    return ran
+
+
+def evaluate_sequences(dataset: Dataset, methods: dict[str, Engine], config: EvalConfig, store: RowStore,
+                       ranks: Ranks, reference_radius: int,
+                       progress: Callable[[Iterable[int], int], Iterable[int]] | None = None) -> int:
+    """Run this rank's share of the sequences (evaluation.sequence); rows are written per finished
+    sequence, so a resumed run starts again at the first unfinished one. Returns the tracks it ran."""
+    done = {row_key(r) for r in store.rows()}
+    groups = sequences_of(dataset)
+    mine = [g for g in ranks.shard(range(len(groups)))
+            if ("sequence", sequence_name(dataset, groups[g]), "", "") not in done]
+    rules = dataset.rules
+    names = run_names(list(methods))
+    ran = 0
+    for g in (progress(mine, len(mine)) if progress else mine):
+        indices = groups[g]
+        name = sequence_name(dataset, indices)
+        loaders = [lambda i=i: dataset.load(i) for i in indices]
+        try:
+            tracks = evaluate_sequence(loaders, methods, config.budget, reference_radius, rules.min_area_px,
+                                       rules.skip, dict(rules.classes))
+        except SEQUENCE_ERRORS as exc:
+            log.warning("sequence %s skipped: %s", name, exc)
+            store.append({"kind": "image_error", "image": name, "image_index": indices[0],
+                          "error": shorten(f"{type(exc).__name__}: {exc}", 500)})
+            continue
+        for m, run in enumerate(names):
+            for track in tracks[run]:
+                store.append(track.row(name, indices[0], run, m))
+                ran += 1
+        store.append({"kind": "sequence", "image": name, "image_index": indices[0], "frames": len(indices)})
     return ran

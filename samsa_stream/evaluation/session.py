@@ -34,13 +34,17 @@ class SessionResult:
 
 
 def run_session(engine: Engine, ctx: FrameContext, frame: CubeFrame, truth: np.ndarray, budget: int,
-                reference_radius: int, label: str = "object") -> SessionResult:
+                reference_radius: int, label: str = "object", obj: TrackedObject | None = None,
+                memory: ObjectMemory | None = None) -> SessionResult:
     """Click ``budget`` times on the object ``truth`` (H, W) bool of ``frame``, as the protocol says
-    (evaluation.clicks), segmenting with ``engine`` on the prepared ``ctx`` after every click."""
+    (evaluation.clicks), segmenting with ``engine`` on the prepared ``ctx`` after every click.
+
+    ``obj`` and ``memory`` (new ones by default) receive the clicks and the engine's state, so a caller
+    can go on tracking the object on later frames."""
     truth = np.asarray(truth, dtype=bool)
     wavelengths = np.asarray(frame.wavelengths_nm, dtype=np.float64)
-    obj = TrackedObject(1, label, (255, 255, 255))
-    memory = ObjectMemory()
+    obj = obj if obj is not None else TrackedObject(1, label, (255, 255, 255))
+    memory = memory if memory is not None else ObjectMemory()
     result = SessionResult()
     clicked: set[tuple[int, int]] = set()
     click: SimulatedClick | None = first_click(truth)
