@@ -98,11 +98,20 @@ class PhantomSettings(_Section):
     variability: float = Field(0.3, ge=0, le=1, description="within-object spectral variation (0 = uniform tissue)")
     motion_px: float = Field(1.5, ge=0, description="object speed in pixels per frame")
     seed: int = 0
+    away_every: int = Field(0, ge=0, description=(
+        "object 1 leaves the view on frames away_every, 2*away_every, ... and returns; it slides out "
+        "across the image border nearest to it and back the same way (0 = off: it never leaves)"))
+    away_frames: int = Field(8, ge=1, description=(
+        "frames each excursion lasts, sliding out and back included (about a third of them each way); "
+        "the object is wholly out of view for the middle frames; less than away_every"))
 
     @model_validator(mode="after")
     def _range(self) -> PhantomSettings:
         if self.wavelength_max_nm <= self.wavelength_min_nm:
             raise ValueError("wavelength_max_nm must be greater than wavelength_min_nm")
+        if self.away_every > 0 and self.away_frames >= self.away_every:
+            raise ValueError(f"away_frames ({self.away_frames}) must be less than away_every "
+                             f"({self.away_every}), so the object is back in view between excursions")
         return self
 
 

@@ -1,5 +1,8 @@
 """A synthetic hyperspectral camera: tissue-like objects with distinct smooth spectra moving
-over a background under uneven illumination, with sensor noise. Deterministic per frame."""
+over a background under uneven illumination, with sensor noise. Deterministic per frame.
+
+With ``away_every`` set, object 1 periodically slides out of the field of view across its nearest
+image border and back, so trackers can be tested on an object that disappears and returns."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...settings import PhantomSettings
-from ..capture import Capture
+from ..capture import Capture, SourceError
 from .base import Source
 
 
@@ -34,6 +37,13 @@ class TissueSpectrum:
         for centre, depth, sigma in self.dips:
             r = r - depth * np.exp(-0.5 * ((wl - centre) / sigma) ** 2)
         return np.clip(r, 0.01, 0.99)
+
+
+def ellipse_cover(u: np.ndarray, v: np.ndarray, rx: float, ry: float) -> np.ndarray:
+    """Fraction of each pixel covered by an ellipse of radii ``rx``, ``ry`` pixels, given each pixel
+    centre's offset from the ellipse centre in radii (``u`` = dx / rx, ``v`` = dy / ry)."""
+    # Partial volume: about one pixel of soft edge around the ellipse.
+    return np.clip((1.0 - np.sqrt(u * u + v * v)) * min(rx, ry) + 0.5, 0.0, 1.0)
 
 
 # Loosely shaped after tissue reflectance: oxygenated blood (dips at 542/576 nm, red edge),
@@ -74,7 +84,20 @@ class PhantomCamera(Source):
         self.phases = rng.uniform(0, 2 * np.pi, size=n)
 
     def centre(self, obj: int, frame_index: int) -> tuple[float, float]:
-        """(x, y) of object ``obj`` (0-based) on frame ``frame_index``: each moves along its own lane."""
+        """(x, y) of object ``obj`` (0-based) on frame ``frame_index``: each moves along its own lane.
+
+        During an excursion (``away_every``) object 0's centre lies towards or beyond an image border,
+        possibly outside the image; ``visible`` says how much of the object is in view.
+        """
+        x, y = self._lane_centre(obj, frame_index)
+        away = self._excursion(frame_index) if obj == 0 else None
+        if away is None:
+            return x, y
+        start, out = away
+        tx, ty = self._exit_point(obj, start)
+        return x + out * (tx - x), y + out * (ty - y)
+
+    def _lane_centre(self, obj: int, frame_index: int) -> tuple[float, float]:
         s = self.settings
         lane_y = s.height * (obj + 1) / (s.objects + 1)
         amplitude_x = s.width * 0.25
@@ -83,14 +106,54 @@ class PhantomCamera(Source):
         drift_y = 0.15 * lane_y * np.sin(0.5 * angle) * (s.motion_px > 0)
         return s.width / 2 + amplitude_x * np.sin(angle), lane_y + drift_y
 
+    def _excursion(self, frame_index: int) -> tuple[int, float] | None:
+        """(first frame of the excursion, how far out 0..1) if object 0 is away on this frame, else None.
+
+        Excursions start on frames away_every, 2 * away_every, ... and last away_frames frames: about a
+        third of them sliding out, the middle wholly out of view, the last third sliding back.
+        """
+        every, frames = self.settings.away_every, self.settings.away_frames
+        if every <= 0 or frame_index < every or frame_index % every >= frames:
+            return None
+        step = frame_index % every
+        ramp = frames // 3 + 1  # steps to go fully out; frames < 3 jump out and back at once
+        return frame_index - step, min(1.0, (step + 1) / ramp, (frames - step) / ramp)
+
+    def _exit_point(self, obj: int, start: int) -> tuple[float, float]:
+        """Centre of object ``obj`` just wholly outside the image, across the border nearest to its
+        lane centre on frame ``start`` (fixed for the whole excursion so it leaves and returns one way)."""
+        s = self.settings
+        x, y = self._lane_centre(obj, start)
+        ry, rx = self.radii[obj]
+        # Past the soft edge: ellipse_cover is 0 at every pixel centre once the margin is this wide.
+        margin_x = 1.0 + 0.5 * rx / min(rx, ry)
+        margin_y = 1.0 + 0.5 * ry / min(rx, ry)
+        exits = ((x, (-rx - margin_x, y)), (s.width - 1 - x, (s.width - 1 + rx + margin_x, y)),
+                 (y, (x, -ry - margin_y)), (s.height - 1 - y, (x, s.height - 1 + ry + margin_y)))
+        return min(exits, key=lambda e: e[0])[1]
+
+    def visible(self, obj: int, frame_index: int) -> float:
+        """Fraction (0..1) of object ``obj``'s area that lies inside the image on frame ``frame_index``:
+        1.0 wholly in view, 0.0 wholly out (away). Objects in front of it do not count as hiding it."""
+        if not 0 <= obj < self.settings.objects:
+            raise SourceError(f"phantom object {obj} does not exist (objects 0..{self.settings.objects - 1})")
+        cx, cy = self.centre(obj, frame_index)
+        ry, rx = self.radii[obj]
+        # The whole ellipse on pixel centres aligned with the image's; the image is a window of it.
+        xs = np.arange(np.floor(cx - rx) - 2, np.ceil(cx + rx) + 3, dtype=np.float32)
+        ys = np.arange(np.floor(cy - ry) - 2, np.ceil(cy + ry) + 3, dtype=np.float32)
+        cover = ellipse_cover((xs[None, :] - cx) / rx, (ys[:, None] - cy) / ry, rx, ry).astype(np.float64)
+        in_view = ((xs >= 0) & (xs < self.settings.width))[None, :] & ((ys >= 0) & (ys < self.settings.height))[:, None]
+        total = float(cover.sum())
+        return float((cover * in_view).sum()) / total if total > 0 else 0.0
+
     def _coverage(self, obj: int, frame_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(fraction of each pixel covered by object ``obj``, its variant blend weight), both (H, W)."""
         yy, xx = self._grid
         cx, cy = self.centre(obj, frame_index)
         ry, rx = self.radii[obj]
         u, v = (xx - cx) / rx, (yy - cy) / ry
-        # Partial volume: about one pixel of soft edge around the ellipse.
-        cover = np.clip((1.0 - np.sqrt(u * u + v * v)) * min(rx, ry) + 0.5, 0.0, 1.0)
+        cover = ellipse_cover(u, v, rx, ry)
         blend = self.settings.variability * 0.5 * (1.0 + np.sin(3.0 * u + obj) * np.cos(2.0 * v))
         return cover.astype(np.float32), blend.astype(np.float32)
 
@@ -130,5 +193,8 @@ class PhantomCamera(Source):
 
     def describe(self) -> dict[str, object]:
         s = self.settings
-        return {"source": "phantom", "shape": [s.height, s.width, s.bands], "seed": s.seed,
-                "wavelength_range_nm": [s.wavelength_min_nm, s.wavelength_max_nm]}
+        out: dict[str, object] = {"source": "phantom", "shape": [s.height, s.width, s.bands], "seed": s.seed,
+                                  "wavelength_range_nm": [s.wavelength_min_nm, s.wavelength_max_nm]}
+        if s.away_every > 0:
+            out["away"] = {"every": s.away_every, "frames": s.away_frames}
+        return out
