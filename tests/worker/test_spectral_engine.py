@@ -179,3 +179,31 @@ def test_a_target_between_a_close_and_a_far_material_is_cut_from_the_close_one()
     truth[18:21, 29:32] = True
     mask = run(frame, [(19, 30, True)])
     assert mask[19, 30] and (mask & truth).sum() >= 7 and (mask & ~truth).sum() <= 4
+
+
+def test_an_object_that_left_the_view_is_found_again_elsewhere_by_its_spectrum_but_not_from_a_speck() -> None:
+    target = material(560.0, 0.08, 0.45)
+
+    def frame_with(square: tuple[int, int] | None, speck: tuple[int, int] | None, frame_id: int) -> CubeFrame:
+        cube = scene(seed=frame_id)
+        if square is not None:
+            row, col = square
+            cube[row:row + 8, col:col + 8] = target
+        if speck is not None:
+            cube[speck] = target  # one pixel of the object's spectrum: not the object
+        frame = frame_of(noisy(cube, seed=10 + frame_id))
+        return CubeFrame(stream_id="cam", frame_id=frame_id, capture_ns=0, cube=frame.cube, wavelengths_nm=BANDS,
+                         rgb=frame.rgb)
+
+    engine = SpectralEngine(SpectralEngineSettings(), click_window=1)
+    first = frame_with((5, 5), None, 0)
+    obj = clicked(first, [(9, 9, True)])
+    memory = ObjectMemory()
+    assert engine.segment(engine.prepare(first), obj, memory).mask[5:13, 5:13].all()
+    assert engine.segment(engine.prepare(frame_with((6, 6), None, 1)), obj, memory).mask[6:14, 6:14].all()
+    for k in range(2, 5):  # away (past the click window): nothing shown, even with a speck of its spectrum
+        assert not engine.segment(engine.prepare(frame_with(None, (30, 40), k)), obj, memory).mask.any()
+    back = engine.segment(engine.prepare(frame_with((25, 30), None, 5)), obj, memory).mask
+    truth = np.zeros(back.shape, bool)
+    truth[25:33, 30:38] = True
+    assert (back & truth).sum() >= 60 and (back & ~truth).sum() <= 4

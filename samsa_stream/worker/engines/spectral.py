@@ -29,7 +29,7 @@ from ...protocol import CubeFrame
 from ...settings import SpectralEngineSettings
 from ...spectral.angles import HALF_PI, PixelSpectra, angle_to_similarity, sensor_noise, similarity_map
 from ..prompts import Click, TrackedObject
-from .base import Engine, FrameContext, ObjectMemory, Segmentation
+from .base import Engine, EngineMemory, FrameContext, ObjectMemory, Segmentation
 
 Point = tuple[int, int]  # (row, col)
 
@@ -171,8 +171,34 @@ def select_regions(candidate: np.ndarray, keep_at: list[Point], anchor: np.ndarr
     return mask
 
 
+@dataclass
+class SpectralMemory(EngineMemory):
+    """What the spectral engine carries for one object besides ``ObjectMemory.last_mask``."""
+
+    area: int  # pixels of the last mask shown
+    lost: bool = False  # the last frame showed nothing: the object may return anywhere
+
+
+REFIND_SHARE = 0.5  # a returning object is re-found only as a region of at least half its last area
+
+
+def refind(candidate: np.ndarray, reject_at: list[Point], min_area: int) -> np.ndarray:
+    """The largest candidate region of at least ``min_area`` pixels holding no reject point, or nothing:
+    an object that left the view is picked up again by its spectrum, but not from a speck."""
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(candidate.astype(np.uint8), connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA].copy()
+    areas[0] = 0
+    for row, col in reject_at:
+        areas[regions[row, col]] = 0
+    best = int(np.argmax(areas))
+    if count <= 1 or areas[best] < min_area:
+        return np.zeros(candidate.shape, dtype=bool)
+    return regions == best
+
+
 class SpectralEngine(Engine[SpectralContext]):
-    """Carries nothing between frames beyond ``ObjectMemory.last_mask`` (the regions it follows)."""
+    """Follows an object by its last mask (``ObjectMemory.last_mask``); when it is lost (out of view),
+    re-finds it by spectrum (``SpectralMemory``)."""
 
     name = "spectral"
 
@@ -243,12 +269,18 @@ class SpectralEngine(Engine[SpectralContext]):
             candidate[point] = False
         anchor = memory.last_mask if memory.last_mask is not None and memory.last_mask.shape == shape else None
         mask = select_regions(candidate, keep_at, anchor, reject_at, knobs.min_area_px)
+        kept = memory.engine if isinstance(memory.engine, SpectralMemory) else None
+        if not mask.any() and not keep_at and kept is not None and kept.lost:
+            mask = refind(candidate, reject_at, max(knobs.min_area_px, int(REFIND_SHARE * kept.area)))
         if mask.any():
             memory.last_mask = mask
+            memory.engine = SpectralMemory(area=int(np.count_nonzero(mask)))
+        elif kept is not None:  # out of view or hidden: re-found by its spectrum when it returns
+            memory.engine = SpectralMemory(area=kept.area, lost=True)
         score = float(sim[mask].mean()) if mask.any() else 0.0
         logits = np.clip(10.0 * (1.0 - ratio), -10.0, 10.0).astype(np.float32)  # > 0 inside the threshold
         return Segmentation(mask=mask, score=score, similarity=sim, logits=logits)
 
 
-__all__ = ["SpectralContext", "SpectralEngine", "angle_to_similarity", "click_points", "cut_towards",
-           "noise_spread", "select_regions", "surroundings", "threshold_ratio"]
+__all__ = ["SpectralContext", "SpectralEngine", "SpectralMemory", "angle_to_similarity", "click_points", "cut_towards",
+           "noise_spread", "refind", "select_regions", "surroundings", "threshold_ratio"]
