@@ -103,7 +103,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def _model_config(config: str, image_size: int) -> Any:
+def model_config(config: str, image_size: int) -> Any:
     """The OmegaConf model config of a sam2 package config name/path or of a YAML file."""
     import sam2  # noqa: F401  (initializes hydra's config search path)
     from hydra import compose
@@ -129,7 +129,7 @@ def build_model(config: str, image_size: int, seed: int | None = None) -> SAM2Ba
     """The SAM2 architecture of ``config`` at ``image_size``, randomly initialized (seeded if given), on the CPU."""
     from hydra.utils import instantiate
 
-    cfg = _model_config(config, image_size)
+    cfg = model_config(config, image_size)
     if seed is not None:
         torch.manual_seed(seed)
     model = instantiate(cfg, _recursive_=True)
