@@ -50,10 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: worker.engine)")
     p.add_argument("--clicks", type=int, default=20, help=f"clicks per object, 1..{MAX_CLICKS} (default 20)")
     p.add_argument("--out", type=Path, required=True, help="folder for the report (created)")
-    p.add_argument("--objects", choices=("components", "classes"), default=None,
-                   help="an object is each connected region of a label (components) or all pixels of a label "
-                        "(classes); default: the manifest's, else components")
-    p.add_argument("--min-area", type=int, default=None, metavar="PX", help="objects smaller than this are skipped")
+    dataset_flags(p)
     p.add_argument("--skip", default=None, metavar="V[,V...]", help="label values that are no object (default 0)")
     p.add_argument("--no-baselines", action="store_true", help="run only the methods given with --engine")
     p.add_argument("--sequences", action="store_true",
@@ -64,6 +61,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     model_flags(p)
     p.set_defaults(handler=_run)
+
+
+def dataset_flags(p: argparse.ArgumentParser) -> None:
+    """What counts as an object in a labelled dataset (eval and train-adapter share them)."""
+    p.add_argument("--objects", choices=("components", "classes"), default=None,
+                   help="an object is each connected region of a label (components) or all pixels of a label "
+                        "(classes); default: the manifest's, else components")
+    p.add_argument("--min-area", type=int, default=None, metavar="PX", help="objects smaller than this are skipped")
+
+
+def check_dataset_flags(args: argparse.Namespace) -> None:
+    if args.min_area is not None and args.min_area < 1:
+        raise CommandError(f"--min-area must be at least 1 pixel, got {args.min_area}")
 
 
 def _int_list(text: str | None, flag: str) -> list[int] | None:
@@ -135,8 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(settings.log.level, "eval")
     if not 1 <= args.clicks <= MAX_CLICKS:
         raise CommandError(f"--clicks must be 1..{MAX_CLICKS}, got {args.clicks}")
-    if args.min_area is not None and args.min_area < 1:
-        raise CommandError(f"--min-area must be at least 1 pixel, got {args.min_area}")
+    check_dataset_flags(args)
     methods = methods_for(args, settings)
     if args.sequences and args.objects == "components":
         raise CommandError("--sequences follows label values from frame to frame: --objects components does not "

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..cli import common_options, settings_from
 from ..errors import CommandError
+from .eval import check_dataset_flags, dataset_flags
 from .worker import model_flags
 
 if TYPE_CHECKING:
@@ -61,10 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50,
                    help="write the training checkpoint OUT.ckpt.pt every this many steps (default 50)")
     p.add_argument("--resume", action="store_true", help="go on from OUT.ckpt.pt (same dataset and settings)")
-    p.add_argument("--objects", choices=("components", "classes"), default=None,
-                   help="an object is each connected region of a label (components) or all pixels of a label "
-                        "(classes); default: the manifest's, else components")
-    p.add_argument("--min-area", type=int, default=None, metavar="PX", help="objects smaller than this are skipped")
+    dataset_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     model_flags(p)
     p.set_defaults(handler=_run)
@@ -101,8 +99,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise CommandError(f"--shots must be at least 1, got {args.shots}")
     if args.val_images < 0:
         raise CommandError(f"--val-images must be 0 or more, got {args.val_images}")
-    if args.min_area is not None and args.min_area < 1:
-        raise CommandError(f"--min-area must be at least 1 pixel, got {args.min_area}")
+    check_dataset_flags(args)
 
 
 def _mean(values: list[float]) -> float | None:

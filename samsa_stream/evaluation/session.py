@@ -33,6 +33,14 @@ class SessionResult:
     final_mask: np.ndarray | None = None  # the mask after the last placed click
 
 
+def click_on(frame: CubeFrame, click: SimulatedClick, reference_radius: int) -> Click:
+    """The click as the worker records it on ``frame``: its position, sign and the reference spectrum
+    taken there (``reference_spectrum`` with ``worker.spectral.reference_radius``)."""
+    reference = reference_spectrum(frame.cube, click.x, click.y, reference_radius)
+    return Click(click.x, click.y, click.positive, frame.frame_id, reference,
+                 np.asarray(frame.wavelengths_nm, dtype=np.float64))
+
+
 def run_session(engine: Engine, ctx: FrameContext, frame: CubeFrame, truth: np.ndarray, budget: int,
                 reference_radius: int, label: str = "object", obj: TrackedObject | None = None,
                 memory: ObjectMemory | None = None) -> SessionResult:
@@ -42,15 +50,13 @@ def run_session(engine: Engine, ctx: FrameContext, frame: CubeFrame, truth: np.n
     ``obj`` and ``memory`` (new ones by default) receive the clicks and the engine's state, so a caller
     can go on tracking the object on later frames."""
     truth = np.asarray(truth, dtype=bool)
-    wavelengths = np.asarray(frame.wavelengths_nm, dtype=np.float64)
     obj = obj if obj is not None else TrackedObject(1, label, (255, 255, 255))
     memory = memory if memory is not None else ObjectMemory()
     result = SessionResult()
     clicked: set[tuple[int, int]] = set()
     click: SimulatedClick | None = first_click(truth)
     while click is not None and len(result.dice) < budget:
-        reference = reference_spectrum(frame.cube, click.x, click.y, reference_radius)
-        obj.clicks.append(Click(click.x, click.y, click.positive, frame.frame_id, reference, wavelengths))
+        obj.clicks.append(click_on(frame, click, reference_radius))
         started = time.perf_counter()
         mask = np.asarray(engine.segment(ctx, obj, memory).mask, dtype=bool)
         result.seconds.append(time.perf_counter() - started)

@@ -40,17 +40,16 @@ import torch.nn.functional as F
 
 from ..errors import SamsaError
 from ..evaluation.clicks import SimulatedClick, first_click, next_click
-from ..evaluation.session import run_session
+from ..evaluation.session import click_on, run_session
 from ..parallel import Ranks
 from ..protocol import CubeFrame
 from ..settings import WorkerSettings
-from ..spectral.angles import reference_spectrum
 from ..worker.engines.base import ObjectMemory
 from ..worker.engines.decoder import DecoderEngine
 from ..worker.engines.fusion_adapter import FusionAdapter
 from ..worker.engines.sam2_engine import PointPrompts, Sam2Context
 from ..worker.engines.sam2_runner import Sam2Runner
-from ..worker.prompts import Click, TrackedObject
+from ..worker.prompts import TrackedObject
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +297,7 @@ class AdapterTrainer:
         click: SimulatedClick | None = first_click(truth)
         with torch.no_grad():
             while click is not None:
-                obj.clicks.append(self._click(frame, click))
+                obj.clicks.append(click_on(frame, click, self.radius))
                 taken.add((click.row, click.col))
                 if len(obj.clicks) >= clicks:
                     break
@@ -319,11 +318,6 @@ class AdapterTrainer:
                                      multimask=len(points.labels) == 1, high_res_delta=delta)
         best = decoded.best()
         return self.runner.upscale(decoded.low_res_raw[:, best:best + 1], ex.ctx.features.orig_hw)[0]
-
-    def _click(self, frame: CubeFrame, click: SimulatedClick) -> Click:
-        reference = reference_spectrum(frame.cube, click.x, click.y, self.radius)
-        return Click(click.x, click.y, click.positive, frame.frame_id, reference,
-                     np.asarray(frame.wavelengths_nm, dtype=np.float64))
 
     # -- validation ------------------------------------------------------------------------------
     @torch.no_grad()
