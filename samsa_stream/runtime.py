@@ -33,12 +33,17 @@ def stop_on_signals() -> threading.Event:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write JSON so a reader never sees half a file (temp file + rename in the same folder)."""
+    write_bytes_atomic(path, json.dumps(data, indent=2, default=_json_default).encode())
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so a reader never sees half a file (temp file + rename in the same folder)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name, dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

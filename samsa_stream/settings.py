@@ -211,7 +211,13 @@ class WorkerSettings(_Section):
     random_weights: bool = Field(False, description="tests only: SAM2 with seeded random weights")
     seed: int = 0
     frame_history: int = Field(4, ge=1, le=64, description="recent frames kept per stream for late clicks")
-    state_file: Path | None = Field(None, description="prompt state persisted here, reloaded on restart")
+    state_file: Path | None = Field(None, description=(
+        "prompt state persisted here, reloaded on restart; SAM2 engines keep each object's memory next to it, "
+        "in the folder <state_file>.tracks"))
+    track_save_interval_s: float = Field(1.0, ge=0, le=3600, description=(
+        "an object's SAM2 memory is saved after its clicks change, at most this often per object"))
+    max_cond_frames: int = Field(4, ge=2, le=64, description=(
+        "SAM2 engines: clicked (conditioning) frames kept per object; the first and the newest stay"))
     max_streams: int = Field(32, ge=1, le=1024, description=(
         "streams kept at once; a new stream beyond this evicts the least recently seen one (counted)"))
     stream_idle_s: float = Field(3600.0, ge=0, description=(

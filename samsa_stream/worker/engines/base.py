@@ -34,11 +34,18 @@ class Segmentation:
     score: float  # engine's confidence in [0, 1]
     similarity: np.ndarray | None = None  # (H, W) float32 spectral similarity the engine used
     logits: np.ndarray | None = None  # (H, W) float32 before thresholding, where the engine has them
+    present: bool = True  # whether the engine judges the object in view (False: occluded or out of view)
+    memory_frames: int = 0  # frames held in the object's memory after this frame (0: none kept)
 
 
 @dataclass
 class EngineMemory:
     """What one engine carries for one object from frame to frame; each engine subclasses it with its own fields."""
+
+    def reanchored(self, restart: bool) -> EngineMemory | None:
+        """What is kept when the object is re-anchored: after the stream restarted (``restart``) or a
+        click on a frame older than the newest. Default: nothing (found from its clicks again)."""
+        return None
 
 
 @dataclass
@@ -51,10 +58,11 @@ class ObjectMemory:
     last_mask: np.ndarray | None = None
     engine: EngineMemory | None = None
 
-    def clear_track(self) -> None:
-        """Forget where the object was: the next frame finds it from its clicks again."""
+    def clear_track(self, restart: bool = False) -> None:
+        """Forget where the object was (the stream ``restart``-ed, or a click on an older frame re-anchors
+        it): the next frame finds it from its clicks again, or from what its engine keeps (``reanchored``)."""
         self.last_mask = None
-        self.engine = None
+        self.engine = self.engine.reanchored(restart) if self.engine is not None else None
 
 
 Ctx = TypeVar("Ctx", bound=FrameContext)
@@ -76,6 +84,19 @@ class Engine(ABC, Generic[Ctx]):
 
     def forget(self, stream_id: str) -> None:
         """Let go of anything kept for ``stream_id`` (the worker dropped the stream or its frames)."""
+
+    def memory_revision(self, memory: ObjectMemory) -> int | None:
+        """A number that changes whenever ``save_memory`` would save something new for this object;
+        None when this engine keeps nothing worth saving across a restart (the default)."""
+        return None
+
+    def save_memory(self, memory: ObjectMemory) -> bytes:
+        """The object's memory as bytes for ``load_memory`` (EngineError when there is none)."""
+        raise EngineError(f"engine {self.name!r} keeps no memory across restarts")
+
+    def load_memory(self, data: bytes, obj: TrackedObject) -> EngineMemory:
+        """The memory ``save_memory`` saved for ``obj``; EngineError naming what is wrong with ``data``."""
+        raise EngineError(f"engine {self.name!r} keeps no memory across restarts")
 
     def context_key(self) -> object:
         """Engines with equal keys prepare the same context for a frame, so one ``prepare`` serves them

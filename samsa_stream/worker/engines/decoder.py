@@ -1,6 +1,6 @@
 """The ``decoder`` engine: SAMSA's learned late fusion inside SAM2's mask decoder.
 
-Prompts are the rgb engine's (clicks, and the previous result on later frames); in addition the
+Prompts and memory are the rgb engine's; in addition, on every clicked and tracked frame, the
 object's positive and negative similarity maps go through the fusion adapter, whose output is
 added to the decoder's high-resolution skip features (1/4 and 1/8 of the input size) before the
 installed sam2 mask decoder runs. With an untrained (zero-initialized) adapter the result equals
@@ -17,6 +17,7 @@ from .fusion_adapter import FusionAdapter, load_adapter
 from .sam2_engine import Sam2Context, Sam2Engine, SpectralMaps
 from .sam2_model import load_sam2
 from .sam2_runner import Sam2Runner
+from .sam2_tracker import Guidance
 
 
 class DecoderEngine(Sam2Engine):
@@ -51,6 +52,10 @@ class DecoderEngine(Sam2Engine):
         positive = self.runner.to_mask_grid(maps.positive)
         negative = torch.zeros_like(positive) if maps.negative is None else self.runner.to_mask_grid(maps.negative)
         return torch.cat([positive, negative], dim=1)
+
+    def guidance(self, ctx: Sam2Context, maps: SpectralMaps | None) -> Guidance | None:
+        delta = self.high_res_delta(ctx, maps)
+        return None if delta is None else Guidance(high_res_delta=delta)
 
     def high_res_delta(self, ctx: Sam2Context, maps: SpectralMaps | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         if maps is None:

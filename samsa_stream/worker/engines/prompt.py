@@ -3,8 +3,9 @@
 The object's spectral similarity enters SAM2 only through inputs SAM2 already accepts:
 - a dense mask prompt: the similarity mapped to logits, +scale at a perfect spectral match, 0 at
   ``worker.spectral.threshold_rad`` (the spectral engine's boundary), -scale from twice that angle
-  on; on later clicks and frames it is added to the previous step's low-res logits;
-- extra points (``worker.prompt``): positives deep inside the confidently similar region (angle
+  on; on every tracked frame it is the dense prompt next to the object's memory, and a click that
+  refines a frame adds it to the previous low-res logits;
+- extra points on clicked frames (``worker.prompt``): positives deep inside the confidently similar region (angle
   <= threshold / 2) connected to the object, negatives in the confidently dissimilar region
   (angle >= 2 x threshold) nearest the object.
 """
@@ -19,6 +20,7 @@ from ...settings import WorkerSettings
 from .point_sampling import Point, nearest_to, regions_touching, spread_points
 from .sam2_engine import PointPrompts, Sam2Context, Sam2Engine, SpectralMaps, clamp_logits
 from .sam2_runner import Sam2Runner
+from .sam2_tracker import Guidance
 
 
 class PromptEngine(Sam2Engine):
@@ -38,6 +40,9 @@ class PromptEngine(Sam2Engine):
         """The similarity as a dense mask prompt (1, 1, S/4, S/4) in [-scale, +scale]."""
         theta = self.grid_angle(maps)
         return self.knobs.mask_logit_scale * ((self.threshold_rad - theta) / self.threshold_rad).clamp(-1.0, 1.0)
+
+    def guidance(self, ctx: Sam2Context, maps: SpectralMaps | None) -> Guidance | None:
+        return None if maps is None else Guidance(dense=self.spectral_logits(maps))
 
     def mask_prompt(self, ctx: Sam2Context, points: PointPrompts, previous: torch.Tensor | None,
                     maps: SpectralMaps | None) -> torch.Tensor | None:

@@ -138,6 +138,22 @@ def build_model(config: str, image_size: int, seed: int | None = None) -> SAM2Ba
     return model
 
 
+RANDOM_PRESENCE_BIAS = 1.0
+
+
+def see_objects(model: SAM2Base) -> None:
+    """Shift a random model's object-presence score up, so it reads objects as present.
+
+    Untrained, that head scores every frame just below zero, which SAM2 reads as "no object": every
+    mask would be empty and every test of the mask path vacuous. Random weights are for tests only."""
+    head = getattr(model.sam_mask_decoder, "pred_obj_score_head", None)
+    if head is None:
+        return
+    last = head.layers[-1] if hasattr(head, "layers") else head
+    with torch.no_grad():
+        last.bias += RANDOM_PRESENCE_BIAS
+
+
 def check_fits(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str, config: str) -> None:
     """EngineError, with a short summary, unless ``state`` has exactly ``model``'s tensors and shapes."""
     own = model.state_dict()
@@ -204,6 +220,7 @@ def load_sam2(settings: WorkerSettings) -> LoadedSam2:
         config = settings.sam2_config or Sam2Variant("sam2.1", "tiny").config
         model = build_model(config, settings.image_size, seed=settings.seed)
         found = variant_from_state_dict(model.state_dict(), f"config {config!r}")
+        see_objects(model)
         source, random_weights = f"random weights (seed {settings.seed})", True
     else:
         raise EngineError("a SAM2 engine needs worker.checkpoint (an official SAM2/SAM2.1 .pt file); "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,18 +83,27 @@ class Sam2Runner:
         return (x - self._mean) / self._std
 
     @torch.no_grad()
-    def embed(self, rgb: np.ndarray) -> ImageFeatures:
-        """The image embedding of one pseudo-RGB frame (the image encoder's only run for that frame)."""
+    def forward_image(self, rgb: np.ndarray) -> dict[str, Any]:
+        """The image encoder's output for one uint8 (H, W, 3) frame; every use of a frame starts here
+        (counted in ``embeds``)."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"SAM2 needs a uint8 H x W x 3 image, got {rgb.dtype} {rgb.shape}")
+            raise EngineError(f"SAM2 needs a uint8 H x W x 3 image, got {rgb.dtype} {rgb.shape}")
         with self.autocast():
-            backbone = self.model.forward_image(self.preprocess(rgb))
+            backbone: dict[str, Any] = self.model.forward_image(self.preprocess(rgb))
+        self.embeds += 1
+        return backbone
+
+    def features_of(self, backbone: dict[str, Any], orig_hw: tuple[int, int]) -> ImageFeatures:
+        """The single-image embedding SAM2's image predictor makes from an image-encoder output."""
         levels = backbone["backbone_fpn"][-self.model.num_feature_levels:]
         top = levels[-1]
         if self.model.directly_add_no_mem_embed:  # as SAM2's image predictor does for single images
             top = top + self.model.no_mem_embed.view(1, -1, 1, 1)
-        self.embeds += 1
-        return ImageFeatures(image_embed=top, high_res=(levels[0], levels[1]), orig_hw=(rgb.shape[0], rgb.shape[1]))
+        return ImageFeatures(image_embed=top, high_res=(levels[0], levels[1]), orig_hw=orig_hw)
+
+    def embed(self, rgb: np.ndarray) -> ImageFeatures:
+        """The image embedding of one pseudo-RGB frame (the image encoder's only run for that frame)."""
+        return self.features_of(self.forward_image(rgb), (int(rgb.shape[0]), int(rgb.shape[1])))
 
     def decode(self, features: ImageFeatures, points: np.ndarray, labels: np.ndarray,
                mask_logits: torch.Tensor | None = None, multimask: bool = False,

@@ -13,17 +13,23 @@ frame a conditioning frame of the object (or refines it, feeding the previous lo
 SAM2 does); ``track`` segments a later frame from the object's memory and adds it to the window.
 Temporal positions are the real frame indices, so dropped frames leave a gap.
 
-The step itself is SAM2's ``track_step``, called on a memory bank built from the bounded state,
-with SAM2's video-predictor policy: a frame clicked before it was tracked starts from its clicks
-alone (no memory), a frame clicked after it was tracked is refined with memory and becomes a
-conditioning frame (the predictor's ``add_all_frames_to_correct_as_cond``), memory masks of
-clicked frames are binarized, memory features are stored in bfloat16. The predictor's optional
+The step is SAM2's track step (memory attention, then the prompt encoder and mask decoder), run on a
+memory bank built from the bounded state, with SAM2's video-predictor policy: a frame clicked before
+it was tracked starts from its clicks alone (no memory), a frame clicked after it was tracked is
+refined with memory and becomes a conditioning frame (the predictor's
+``add_all_frames_to_correct_as_cond``), memory masks of clicked frames are binarized, memory
+features are stored in bfloat16. The predictor's optional
 hole filling (a CUDA extension) is not done.
+
+``Guidance`` lets an engine add to what enters the mask decoder on any frame, clicked or tracked:
+a dense mask prompt (added to the previous logits when a click refines a frame) and additions to
+the decoder's high-resolution skip features. Without guidance the step is SAM2's own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +47,14 @@ class TrackerFrame:
     vision_pos: list[torch.Tensor]  # positional encodings, same layout
     feat_sizes: list[tuple[int, int]]  # (h, w) of each level
     orig_hw: tuple[int, int]  # the original image size (H, W)
+
+
+@dataclass
+class Guidance:
+    """What an engine adds to SAM2's inputs on one frame (see the module doc)."""
+
+    dense: torch.Tensor | None = None  # (1, 1, S/4, S/4) logits: a dense mask prompt
+    high_res_delta: tuple[torch.Tensor, torch.Tensor] | None = None  # added to the 1/4 and 1/8 skip features
 
 
 @dataclass
@@ -67,6 +81,7 @@ class TrackResult:
     low_res: torch.Tensor  # (1, 1, S/4, S/4) logits on the device (what goes back in on a refining click)
     logits: np.ndarray  # (H, W) float32 at the original image size
     object_score_logit: float
+    iou: float  # the mask decoder's predicted IoU of the mask it chose
     present: bool  # the model's object-presence decision (score logit > 0)
     mask: np.ndarray  # (H, W) bool, logits > 0
 
@@ -81,6 +96,12 @@ class ObjectTrack:
     last_result: TrackResult | None = None  # the result on ``last_frame``
     last_tracked: bool = False  # whether ``last_frame`` went through ``track`` (clicks then refine with memory)
     points: tuple[torch.Tensor, torch.Tensor] | None = None  # clicks on ``last_frame``: (1, N, 2) model px, (1, N)
+
+    def copy(self) -> ObjectTrack:
+        """An independent copy (tensors are shared: the tracker never changes a tensor in place)."""
+        return ObjectTrack(cond={t: replace(e) for t, e in self.cond.items()},
+                           recent={t: replace(e) for t, e in self.recent.items()}, last_frame=self.last_frame,
+                           last_result=self.last_result, last_tracked=self.last_tracked, points=self.points)
 
     def memory_entries(self) -> int:
         """Stored memory feature maps (conditioning plus recent)."""
@@ -116,33 +137,40 @@ class Sam2Tracker:
     @torch.no_grad()
     def frame_features(self, rgb: np.ndarray) -> TrackerFrame:
         """The image encoder's output for one uint8 (H, W, 3) frame (its only run for that frame)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise EngineError(f"SAM2 needs a uint8 H x W x 3 image, got {rgb.dtype} {rgb.shape}")
+        return self.frame_of(self.runner.forward_image(rgb), (int(rgb.shape[0]), int(rgb.shape[1])))
+
+    def frame_of(self, backbone: dict[str, Any], orig_hw: tuple[int, int]) -> TrackerFrame:
+        """The memory path's layout of an image-encoder output (``Sam2Runner.forward_image``)."""
         model = self.model
-        with self.runner.autocast():
-            backbone = model.forward_image(self.runner.preprocess(rgb))
         levels = backbone["backbone_fpn"][-model.num_feature_levels:]
         pos = backbone["vision_pos_enc"][-model.num_feature_levels:]
-        self.runner.embeds += 1
         return TrackerFrame(vision_feats=[x.flatten(2).permute(2, 0, 1) for x in levels],
                             vision_pos=[x.flatten(2).permute(2, 0, 1) for x in pos],
                             feat_sizes=[(int(x.shape[-2]), int(x.shape[-1])) for x in pos],
-                            orig_hw=(int(rgb.shape[0]), int(rgb.shape[1])))
+                            orig_hw=orig_hw)
 
     # -- per object ------------------------------------------------------------------------------
     def new_track(self) -> ObjectTrack:
         """An empty memory for a new object (its first ``click`` starts it)."""
         return ObjectTrack()
 
+    def restart(self, track: ObjectTrack) -> None:
+        """The stream restarted: keep the conditioning frames (what the object looked like where it was
+        clicked), drop the recent window (where it was before the restart). Continue at any later frame."""
+        track.recent.clear()
+        track.last_result = None
+        track.points = None
+        track.last_tracked = False
+
     @torch.no_grad()
     def click(self, track: ObjectTrack, frame_idx: int, frame: TrackerFrame, points_xy: np.ndarray,
-              labels: np.ndarray, replace: bool = False) -> TrackResult:
+              labels: np.ndarray, replace: bool = False, guidance: Guidance | None = None) -> TrackResult:
         """Clicks on ``frame_idx``: (N, 2) points (x = column, y = row) in original pixels, labels (N,) 1/0.
 
         The frame becomes (or stays) a conditioning frame of the object. Points add to the object's
         earlier clicks on this frame (``replace`` drops those) and its previous logits on this frame
         go in as the mask prompt. A frame the object was already tracked on is refined with its
-        memory; otherwise the clicks alone segment it.
+        memory; otherwise the clicks alone segment it. ``guidance.dense`` adds to the previous logits.
         """
         self._check_order(track, frame_idx)
         coords, point_labels = self._model_points(frame, points_xy, labels)
@@ -157,8 +185,14 @@ class Sam2Tracker:
         # The frame's own earlier entry is never its memory; the clicked result replaces it.
         track.cond.pop(frame_idx, None)
         track.recent.pop(frame_idx, None)
+        dense = guidance.dense if guidance is not None else None
+        if dense is not None:
+            previous = dense if previous is None else previous + dense
+        if previous is not None:
+            previous = previous.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
+        delta = guidance.high_res_delta if guidance is not None else None
         out = self._step(track, frame_idx, frame, is_init, {"point_coords": coords, "point_labels": point_labels},
-                         previous)
+                         previous, delta)
         low_res = out["pred_masks"]
         with self.runner.autocast():
             high_res = F.interpolate(low_res, size=(self.runner.image_size,) * 2, mode="bilinear", align_corners=False)
@@ -170,7 +204,8 @@ class Sam2Tracker:
         return self._finish(track, frame_idx, frame, low_res, out)
 
     @torch.no_grad()
-    def track(self, track: ObjectTrack, frame_idx: int, frame: TrackerFrame) -> TrackResult:
+    def track(self, track: ObjectTrack, frame_idx: int, frame: TrackerFrame,
+              guidance: Guidance | None = None) -> TrackResult:
         """The object on a later frame, segmented from its memory; the frame joins the recent window.
         Asked again for the frame it was last processed on, the result there is returned."""
         if not track.cond:
@@ -178,7 +213,8 @@ class Sam2Tracker:
         if frame_idx == track.last_frame and track.last_result is not None:
             return track.last_result  # as SAM2's predictor returns a conditioning frame's own result
         self._check_order(track, frame_idx)
-        out = self._step(track, frame_idx, frame, False, None, None)
+        dense = guidance.dense.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP) if guidance and guidance.dense is not None else None
+        out = self._step(track, frame_idx, frame, False, None, dense, guidance.high_res_delta if guidance else None)
         with self.runner.autocast():
             entry = self._entry(frame_idx, frame, out["pred_masks_high_res"], out, from_clicks=False)
         track.recent[frame_idx] = entry
@@ -212,19 +248,33 @@ class Sam2Tracker:
         return coords, torch.from_numpy(marks.astype(np.int32))[None].to(self.runner.device)
 
     def _step(self, track: ObjectTrack, frame_idx: int, frame: TrackerFrame, is_init: bool,
-              points: dict[str, torch.Tensor] | None, previous: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """SAM2's track step on the object's bounded memory (no memory encoding: the caller does that)."""
+              points: dict[str, torch.Tensor] | None, mask_prompt: torch.Tensor | None,
+              high_res_delta: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """SAM2's track step on the object's bounded memory: memory attention over the bank, then the
+        prompt encoder and mask decoder with the points and the dense ``mask_prompt``, the skip features
+        plus ``high_res_delta``. Without those two it computes what SAM2's ``track_step`` does with
+        ``prev_sam_mask_logits``; memory encoding is left to the caller."""
+        model = self.model
         bank = {"cond_frame_outputs": {t: e.as_output() for t, e in track.cond.items()},
                 "non_cond_frame_outputs": {t: e.as_output() for t, e in track.recent.items()}}
         # A live stream has no length; any count above frame_idx and the pointer cap reads the same memory.
-        num_frames = frame_idx + 1 + int(self.model.max_obj_ptrs_in_encoder)
+        num_frames = frame_idx + 1 + int(model.max_obj_ptrs_in_encoder)
+        feats, sizes = frame.vision_feats, frame.feat_sizes
         with self.runner.autocast():
-            out: dict[str, torch.Tensor] = self.model.track_step(
-                frame_idx=frame_idx, is_init_cond_frame=is_init, current_vision_feats=frame.vision_feats,
-                current_vision_pos_embeds=frame.vision_pos, feat_sizes=frame.feat_sizes, point_inputs=points,
-                mask_inputs=None, output_dict=bank, num_frames=num_frames, run_mem_encoder=False,
-                prev_sam_mask_logits=previous)
-        return out
+            high_res = [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s) for x, s in zip(feats[:-1], sizes[:-1],
+                                                                                          strict=True)]
+            if high_res_delta is not None:
+                high_res = [h + d for h, d in zip(high_res, high_res_delta, strict=True)]
+            pix_feat = model._prepare_memory_conditioned_features(
+                frame_idx=frame_idx, is_init_cond_frame=is_init, current_vision_feats=feats[-1:],
+                current_vision_pos_embeds=frame.vision_pos[-1:], feat_sizes=sizes[-1:], output_dict=bank,
+                num_frames=num_frames, track_in_reverse=False)
+            _, _, ious, low_res, high_res_mask, obj_ptr, score = model._forward_sam_heads(
+                backbone_features=pix_feat, point_inputs=points, mask_inputs=mask_prompt, high_res_features=high_res,
+                multimask_output=model._use_multimask(is_init, points))
+        self.runner.decodes += 1
+        return {"pred_masks": low_res, "pred_masks_high_res": high_res_mask, "obj_ptr": obj_ptr,
+                "object_score_logits": score, "iou": ious.float().max(dim=1).values}
 
     def _entry(self, frame_idx: int, frame: TrackerFrame, high_res: torch.Tensor, out: dict[str, torch.Tensor],
                from_clicks: bool) -> MemoryEntry:
@@ -282,6 +332,6 @@ class Sam2Tracker:
         full = logits.cpu().numpy()
         score = float(out["object_score_logits"].float().reshape(-1)[0].item())
         result = TrackResult(frame_idx=frame_idx, low_res=low_res, logits=full, object_score_logit=score,
-                             present=score > 0, mask=full > 0)
+                             iou=float(out["iou"].reshape(-1)[0].item()), present=score > 0, mask=full > 0)
         track.last_result = result
         return result

@@ -279,7 +279,9 @@ class SpectralEngine(Engine[SpectralContext]):
             memory.engine = SpectralMemory(area=kept.area, lost=True)
         score = float(sim[mask].mean()) if mask.any() else 0.0
         logits = np.clip(10.0 * (1.0 - ratio), -10.0, 10.0).astype(np.float32)  # > 0 inside the threshold
-        return Segmentation(mask=mask, score=score, similarity=sim, logits=logits)
+        # Its memory is the last mask it found: one frame.
+        return Segmentation(mask=mask, score=score, similarity=sim, logits=logits, present=bool(mask.any()),
+                            memory_frames=int(memory.last_mask is not None))
 
 
 __all__ = ["SpectralContext", "SpectralEngine", "SpectralMemory", "angle_to_similarity", "click_points", "cut_towards",

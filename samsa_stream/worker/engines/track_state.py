@@ -82,10 +82,12 @@ def model_identity(runner: Sam2Runner) -> dict[str, object]:
     return {"variant": loaded.variant.name, "image_size": int(runner.image_size), "source": loaded.source}
 
 
-def save_track(track: ObjectTrack, model_id: dict[str, object], max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def save_track(track: ObjectTrack, model_id: dict[str, object], max_bytes: int = DEFAULT_MAX_BYTES,
+               extra: dict[str, Any] | None = None) -> bytes:
     """``track``'s memory as bytes for ``load_track``; EngineError when the track cannot be saved
     (no clicks yet, entries that are not what the tracker makes, non-finite values, more than
-    ``max_bytes``). The track itself is not changed."""
+    ``max_bytes``). ``extra`` (JSON, finite numbers) is kept with it for ``load_track_and_extra``.
+    The track itself is not changed."""
     model = _model_json(model_id)
     if not track.cond:
         raise EngineError("this object has no clicks yet: there is no memory to save")
@@ -119,6 +121,8 @@ def save_track(track: ObjectTrack, model_id: dict[str, object], max_bytes: int =
         raise EngineError(f"this track's memory is {total} bytes, more than the {max_bytes} a saved track may hold")
     description = {"model": model, "last_frame": track.last_frame, "last_tracked": bool(track.last_tracked),
                    **described}
+    if extra is not None:
+        description["extra"] = extra
     plan = _parse_description(description)
     _check_tensor_specs(plan, {name: (_safetensors_dtype(t.dtype), list(t.shape)) for name, t in tensors.items()},
                         None)
@@ -136,6 +140,12 @@ def save_track(track: ObjectTrack, model_id: dict[str, object], max_bytes: int =
 
 def load_track(data: bytes, model_id: dict[str, object], device: torch.device, layout: TrackLayout,
                max_bytes: int = DEFAULT_MAX_BYTES) -> ObjectTrack:
+    """The track ``save_track`` wrote (see ``load_track_and_extra``)."""
+    return load_track_and_extra(data, model_id, device, layout, max_bytes)[0]
+
+
+def load_track_and_extra(data: bytes, model_id: dict[str, object], device: torch.device, layout: TrackLayout,
+                         max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[ObjectTrack, dict[str, Any]]:
     """The track ``save_track`` wrote, on ``device``, ready for the next frame of a tracker whose
     ``track_layout`` is ``layout``.
 
@@ -191,7 +201,10 @@ def load_track(data: bytes, model_id: dict[str, object], device: torch.device, l
     if metadata.get("crc32") != _crc32(metadata["track"], tensors):
         raise EngineError("saved track is damaged: its checksum does not match its content")
     _check_finite(tensors)
-    return _build(plan, tensors, device)
+    extra = description.get("extra", {})
+    if not isinstance(extra, dict):
+        raise EngineError(f"saved track's extra record must be a map, got {_brief(extra)}")
+    return _build(plan, tensors, device), extra
 
 
 # -- the description ---------------------------------------------------------------------------
@@ -215,7 +228,7 @@ class _Plan:
 
 def _parse_description(description: dict[str, Any]) -> _Plan:
     """The track's description checked: frames in order, scores finite, the newest frame present."""
-    unknown = sorted(set(description) - {"model", "last_frame", "last_tracked", "cond", "recent"})
+    unknown = sorted(set(description) - {"model", "last_frame", "last_tracked", "cond", "recent", "extra"})
     if unknown:
         raise EngineError(f"saved track's description has unknown fields {_brief(unknown)}")
     last_frame, last_tracked = description.get("last_frame"), description.get("last_tracked")

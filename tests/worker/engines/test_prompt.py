@@ -13,7 +13,7 @@ from samsa_stream.settings import PromptEngineSettings
 from samsa_stream.worker.engines import ObjectMemory
 from samsa_stream.worker.engines.prompt import PromptEngine
 from samsa_stream.worker.engines.rgb import RgbEngine
-from samsa_stream.worker.engines.sam2_engine import Sam2Memory, SpectralMaps
+from samsa_stream.worker.engines.sam2_engine import Sam2TrackMemory, SpectralMaps
 from samsa_stream.worker.prompts import Click
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import sam2_settings
@@ -51,8 +51,7 @@ def test_extra_points_land_in_confident_regions(runner) -> None:
     engine = PromptEngine(runner, sam2_settings(engine="prompt", prompt={"extra_positive_points": 2,
                                                                         "extra_negative_points": 2}))
     ctx = engine.prepare(frame)
-    memory = ObjectMemory()
-    points = engine.base_points(ctx, obj, memory)
+    points = engine.base_points(ctx, obj)
     engine.extra_points(ctx, points, engine.spectral_maps(ctx, obj))
     added = list(zip(points.coords[1:], points.labels[1:], strict=True))
     labels = [label for _, label in added]
@@ -68,33 +67,57 @@ def test_no_extra_points_when_switched_off(runner) -> None:
     settings = sam2_settings(engine="prompt", prompt={"extra_positive_points": 0, "extra_negative_points": 0})
     engine = PromptEngine(runner, settings)
     ctx = engine.prepare(frame)
-    points = engine.base_points(ctx, make_object(frame, [(*cam.centre(0, 0), True)]), ObjectMemory())
+    points = engine.base_points(ctx, make_object(frame, [(*cam.centre(0, 0), True)]))
     engine.extra_points(ctx, points, None)
     assert len(points.coords) == 1
 
 
-def test_later_click_combines_previous_logits_with_the_spectral_prompt(runner, monkeypatch) -> None:
-    cam, (frame,) = phantom_frames(bands=16, height=60, width=84, count=1)
+def spy_steps(monkeypatch: pytest.MonkeyPatch, engine: PromptEngine) -> list[dict]:
+    """Record what each tracker step gets: points and the dense mask prompt."""
+    calls: list[dict] = []
+    original = engine.tracker._step
+
+    def step(track, frame_idx, frame, is_init, points, mask_prompt, high_res_delta):
+        calls.append({"frame": frame_idx, "points": points, "mask_prompt": mask_prompt})
+        return original(track, frame_idx, frame, is_init, points, mask_prompt, high_res_delta)
+
+    monkeypatch.setattr(engine.tracker, "_step", step)
+    return calls
+
+
+def test_the_spectral_prompt_enters_clicked_refined_and_tracked_frames(runner, monkeypatch) -> None:
+    cam, frames = phantom_frames(bands=16, height=60, width=84, count=2)
     engine = PromptEngine(runner, sam2_settings(engine="prompt"))
+    frame = frames[0]
     ctx = engine.prepare(frame)
     x, y = cam.centre(0, 0)
     obj = make_object(frame, [(x, y, True)])
     memory = ObjectMemory()
-    calls = spy_decode(monkeypatch, runner)
+    calls = spy_steps(monkeypatch, engine)
     engine.segment(ctx, obj, memory)
-    first_prompt = calls[0]["mask_logits"]
-    assert isinstance(memory.engine, Sam2Memory)
-    previous = memory.engine.low_res.clone()
-    assert torch.equal(first_prompt, engine.spectral_logits(engine.spectral_maps(ctx, obj)))
+    assert torch.equal(calls[0]["mask_prompt"], engine.spectral_logits(engine.spectral_maps(ctx, obj)))
+    assert isinstance(memory.engine, Sam2TrackMemory)
+    previous = memory.engine.track.last_result.low_res.clone()
 
+    # A click added on the same frame: the previous logits plus the spectral prompt, the clicks first.
     obj.clicks.append(Click(5.0, 5.0, False, frame.frame_id, frame.cube[5, 5], frame.wavelengths_nm))
     engine.segment(ctx, obj, memory)
     expected = (previous + engine.spectral_logits(engine.spectral_maps(ctx, obj))).clamp(-32, 32)
-    assert torch.allclose(calls[1]["mask_logits"], expected)
-    assert calls[1]["labels"][:2].tolist() == [1, 0]  # the clicks, in order, then sampled points
+    assert torch.allclose(calls[1]["mask_prompt"], expected)
+    assert calls[1]["points"]["point_labels"][0, :2].tolist() == [1, 0]
 
-    obj.clicks.pop()  # an undo: the logits from the undone click no longer describe the object
-    assert engine.previous_logits(ctx, obj, memory) is None
+    # A tracked frame: no points, the spectral prompt of that frame next to the memory.
+    later = engine.prepare(frames[1])
+    seg = engine.segment(later, obj, memory)
+    assert calls[2]["frame"] == 1 and calls[2]["points"] is None
+    assert torch.equal(calls[2]["mask_prompt"], engine.spectral_logits(engine.spectral_maps(later, obj)))
+    assert seg.memory_frames == 2  # the clicked frame and this one
+
+    # An undo goes back to the memory before the undone click and tracks the frame from there.
+    obj.clicks.pop()
+    engine.segment(later, obj, memory)
+    assert memory.engine.applied == memory.engine.applied[:1] and len(memory.engine.applied) == 1
+    assert memory.engine.track.last_frame == 1 and list(memory.engine.track.cond) == [0]
 
 
 def test_prompt_engine_differs_from_plain_sam2(runner) -> None:

@@ -1,5 +1,6 @@
-"""The rgb engine reproduces SAM2's own SAM2ImagePredictor: same image, clicks and weights give the
-same low-resolution and full-resolution logits."""
+"""The rgb engine reproduces SAM2's own predictors: on a clicked frame SAM2ImagePredictor (same
+image, clicks and weights give the same low-resolution and full-resolution logits), over a live
+stream SAM2VideoPredictor driven in live order."""
 
 from __future__ import annotations
 
@@ -66,52 +67,74 @@ def test_rgb_engine_matches_sam2_image_predictor(runner, clicks) -> None:
     assert seg.similarity is None  # rgb uses no spectral map
 
 
-def test_rgb_engine_follows_the_object_from_its_previous_result(runner) -> None:
-    """Past the click window the clicks are no longer points: the previous mask's interior point and
-    its low-res logits are the prompts (the same as calling the predictor with them)."""
-    from samsa_stream.worker.engines.point_sampling import interior_point
+def test_rgb_engine_through_the_worker_matches_sam2_video_predictor(runner, monkeypatch) -> None:
+    """Clicks arrive as the worker gets them (a refining click on frame 0, a click on frame 7 before it
+    is tracked, a correction on frame 13 after it was tracked) and every frame is segmented: the
+    logits equal SAM2VideoPredictor's, driven in the same live order."""
+    from samsa_stream.protocol import ClickPrompt
+    from samsa_stream.settings import load_settings
+    from samsa_stream.worker.core import Worker
+    from tests.worker.engines.test_sam2_tracker import ATOL, FRAMES, ONE_OBJECT, clicks_on, run_predictor
 
-    _, frames = phantom_frames(bands=16, height=60, width=84, count=7)
-    settings = sam2_settings(frame_history=2)
-    engine = RgbEngine(runner, settings)
-    obj = make_object(frames[0], [(30.0, 20.0, True)])
-    memory = ObjectMemory()
-    engine.segment(engine.prepare(frames[0]), obj, memory)
-    assert isinstance(memory.engine, Sam2Memory)
-    previous_low_res = memory.engine.low_res.clone()
-    previous_mask = memory.last_mask.copy()
+    _, frames = phantom_frames(bands=16, height=64, width=80, count=FRAMES)
+    settings = load_settings(overrides={"worker": {"engine": "rgb", "random_weights": True, "seed": 7,
+                                                   "image_size": IMAGE_SIZE, "device": "cpu"}})
+    engine = RgbEngine(runner, settings.worker)
+    worker = Worker(settings, engine=engine)
+    logits: dict[int, np.ndarray] = {}
 
-    later = frames[5]  # 5 > frame_history frames after the click
-    seg = engine.segment(engine.prepare(later), obj, memory)
-    row, col = interior_point(previous_mask)
-    predictor = predictor_for(runner, later.rgb)
-    masks, scores, _ = predictor.predict(np.array([[col, row]], dtype=np.float32), np.array([1]),
-                                         mask_input=previous_low_res[0].numpy(), multimask_output=True,
-                                         return_logits=True)
-    np.testing.assert_allclose(seg.logits, masks[int(np.argmax(scores))], rtol=0, atol=1e-5)
-    assert isinstance(memory.engine, Sam2Memory) and memory.engine.grid[1] == later.cube.shape[:2]
+    def segment(frame_id: int) -> None:
+        result = worker.segment("cam0")
+        assert result.frame_id == frame_id
+        logits[frame_id] = engine_logits(worker)
+
+    def click(frame_id: int, points, labels) -> None:
+        for (x, y), label in zip(points, labels, strict=True):
+            assert worker.handle_prompt(ClickPrompt(stream_id="cam0", object_id=1, x=x, y=y, positive=bool(label),
+                                                    frame_id=frame_id)).ok
+        segment(frame_id)  # the worker segments the frame again after a prompt change
+
+    for frame in frames:
+        worker.accept(frame)
+        for _, points, labels in clicks_on(ONE_OBJECT, frame.frame_id, before=True):
+            click(frame.frame_id, points, labels)
+        if worker.streams["cam0"].book.objects:
+            segment(frame.frame_id)
+        for _, points, labels in clicks_on(ONE_OBJECT, frame.frame_id, before=False):
+            click(frame.frame_id, points, labels)
+    live = run_predictor(runner, [f.rgb for f in frames], ONE_OBJECT, monkeypatch)
+    assert sorted(logits) == sorted(live.logits[1]) == list(range(FRAMES))
+    worst = max(float(np.abs(logits[t] - live.logits[1][t]).max()) for t in logits)
+    assert worst <= ATOL, worst
+
+
+def engine_logits(worker) -> np.ndarray:
+    """The full-size logits of object 1's newest result."""
+    result = worker.streams["cam0"].memory[1].engine.track.last_result
+    return result.logits
 
 
 def test_a_click_added_on_the_same_frame_feeds_the_previous_logits_back(runner) -> None:
-    """As SAM2 does between clicks: the second click's prediction takes the first result's low-res
-    logits as its mask input; asking again with the same clicks gives the same result."""
+    """One frame on its own (what adapter training learns on), as SAM2's image predictor between
+    clicks: the second click's prediction takes the first result's low-res logits as its mask input;
+    asking again with the same clicks gives the same result."""
     _, (frame,) = phantom_frames(bands=16, height=60, width=84, count=1)
     engine = RgbEngine(runner, sam2_settings())
     ctx = engine.prepare(frame)
     first = make_object(frame, [(30.0, 20.0, True)])
     memory = ObjectMemory()
-    engine.segment(ctx, first, memory)
+    engine.segment_image(ctx, first, memory)
     assert isinstance(memory.engine, Sam2Memory)
     first_low_res = memory.engine.low_res.clone()
 
     both = make_object(frame, [(30.0, 20.0, True), (61.0, 44.0, False)])
-    seg = engine.segment(ctx, both, memory)
+    seg = engine.segment_image(ctx, both, memory)
     predictor = predictor_for(runner, frame.rgb)
     masks, _, _ = predictor.predict(np.array([[30.0, 20.0], [61.0, 44.0]], dtype=np.float32), np.array([1, 0]),
                                     mask_input=first_low_res[0].numpy(), multimask_output=False, return_logits=True)
     np.testing.assert_allclose(seg.logits, masks[0], rtol=0, atol=1e-5)
-    without = engine.segment(ctx, both, ObjectMemory())  # the same clicks with no earlier mask differ
+    without = engine.segment_image(ctx, both, ObjectMemory())  # the same clicks with no earlier mask differ
     assert not np.allclose(without.logits, seg.logits, atol=1e-3)
 
-    again = engine.segment(ctx, both, memory)
+    again = engine.segment_image(ctx, both, memory)
     np.testing.assert_allclose(again.logits, seg.logits, rtol=0, atol=1e-6)

@@ -16,6 +16,7 @@ from samsa_stream.worker.engines import BUILDERS, EngineError, ObjectMemory, mak
 from samsa_stream.worker.engines.decoder import DecoderEngine
 from samsa_stream.worker.engines.prompt import PromptEngine
 from samsa_stream.worker.engines.rgb import RgbEngine
+from samsa_stream.worker.engines.sam2_engine import Sam2TrackMemory
 from samsa_stream.worker.prompts import PromptError
 from tests.conftest import phantom_frames
 from tests.worker.engines.conftest import IMAGE_SIZE, sam2_settings
@@ -48,7 +49,8 @@ def test_one_embedding_per_frame_shared_by_objects_and_clicks(runner, name: str)
     assert click(worker, 1, 3.0, 3.0, positive=False).ok  # a correction on the unchanged frame
     result = worker.segment("cam0")
     assert runner.embeds - embeds == 1
-    assert runner.decodes - decodes == 1 + 2 + 2  # every segmentation reruns only the decoder per object
+    # Only an object whose clicks changed is decoded again: 1 (object 1), 1 (object 2), 1 (object 1).
+    assert runner.decodes - decodes == 3
     assert [o.object_id for o in result.objects] == [1, 2]
     worker.accept(frames[1])
     worker.segment("cam0")
@@ -56,33 +58,28 @@ def test_one_embedding_per_frame_shared_by_objects_and_clicks(runner, name: str)
 
 
 @pytest.mark.parametrize("name", sorted(ENGINES))
-def test_objects_are_followed_on_frames_after_the_click(runner, name: str, monkeypatch) -> None:
-    cam, frames = phantom_frames(bands=16, height=60, width=84, count=8, motion_px=2.0)
+def test_objects_are_followed_by_memory_on_frames_after_the_click(runner, name: str) -> None:
+    """The click makes frame 0 the object's conditioning frame; every later frame is segmented from
+    memory (no click is applied again) and joins the recent window, at its real frame index."""
+    cam, frames = phantom_frames(bands=16, height=60, width=84, count=10, motion_px=2.0)
     settings = node_settings(name)
     engine = ENGINES[name](runner, settings.worker)
     worker = Worker(settings, engine=engine)
     worker.accept(frames[0])
     assert click(worker, 1, *cam.centre(0, 0)).ok
-    seen: list[tuple[int, bool, np.ndarray]] = []
-    original = runner.decode
-
-    def decode(features, points, labels, **kwargs):
-        seen.append((len(labels), kwargs.get("mask_logits") is not None, np.array(points)))
-        return original(features, points, labels, **kwargs)
-
-    monkeypatch.setattr(runner, "decode", decode)
-    for frame in frames:
+    window = engine.tracker.memory_window
+    for frame in frames[:3] + frames[5:]:  # frames 3 and 4 dropped
         worker.accept(frame)
         result = worker.segment("cam0")
         assert len(result.objects) == 1 and result.objects[0].mask.shape == (60, 84)
         assert any("masks are meaningless" in n for n in result.notices)
-    click_xy = np.array(cam.centre(0, 0), dtype=np.float32)
-    for frame, (count, with_mask, points) in zip(frames, seen, strict=True):
-        if frame.frame_id > settings.worker.frame_history:  # the click is no longer a point prompt
-            assert with_mask, "the previous result must prompt the next frame"
-            assert not np.any(np.all(np.isclose(points, click_xy), axis=1)), frame.frame_id
-        elif name == "rgb":
-            assert count == 1 and not with_mask  # on and near the clicked frame: exactly the click
+        kept = worker.streams["cam0"].memory[1].engine
+        assert isinstance(kept, Sam2TrackMemory)
+        track = kept.track
+        assert list(track.cond) == [0] and track.last_frame == frame.frame_id
+        assert max(track.recent, default=0) == frame.frame_id
+        assert all(frame.frame_id - t <= window for t, e in track.recent.items() if e.maskmem_features is not None)
+    assert 3 not in track.recent and 4 not in track.recent  # dropped frames leave a gap, not a shift
 
 
 def test_band_count_and_wavelength_independence(runner) -> None:

@@ -28,15 +28,11 @@ ATOL = 1e-6
 
 @pytest.fixture(scope="module")
 def tracking_runner():
-    """A random-weight model whose object-score head sees the object (its untrained scores sit just
-    below zero, where SAM2 would output "no object" on every frame and any comparison is vacuous)."""
+    """A random-weight model (its object-score head shifted to see objects: ``see_objects``)."""
     from samsa_stream.worker.engines.sam2_model import load_sam2
     from samsa_stream.worker.engines.sam2_runner import Sam2Runner
 
-    runner = Sam2Runner(load_sam2(sam2_settings()))
-    with torch.no_grad():
-        runner.model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += 0.5
-    return runner
+    return Sam2Runner(load_sam2(sam2_settings()))
 
 
 @pytest.fixture(scope="module")
