@@ -331,12 +331,13 @@ class ObjectMask:
     colour: tuple[int, int, int]
     mask: np.ndarray  # (H, W) bool
     score: float
+    present: bool = True  # the engine judges the object in view (False: occluded or out of view, mask empty)
 
     def meta(self) -> dict[str, Any]:
         ys, xs = np.nonzero(self.mask)
         bbox = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if xs.size else None
         return {"id": self.object_id, "label": self.label, "colour": list(self.colour), "score": float(self.score),
-                "area": int(xs.size), "bbox": bbox}
+                "area": int(xs.size), "bbox": bbox, "present": bool(self.present)}
 
 
 def _object_meta(header: dict[str, Any], what: str) -> list[dict[str, Any]]:
@@ -352,12 +353,14 @@ def _object_meta(header: dict[str, Any], what: str) -> list[dict[str, Any]]:
             raise ProtocolError(f"{where}: 'colour' must be [R, G, B] with integers 0-255, got {colour!r:.80}")
         metas.append({"id": f.integer(meta, "id", where, lo=1, hi=MAX_OBJECT_ID),
                       "label": f.text(meta, "label", where, default="", max_len=128), "colour": tuple(colour),
-                      "score": f.number(meta, "score", where, default=0.0)})
+                      "score": f.number(meta, "score", where, default=0.0),
+                      "present": f.boolean(meta, "present", where, default=True)})
     return metas
 
 
 def _objects_from_meta(metas: list[dict[str, Any]], masks: list[np.ndarray]) -> list[ObjectMask]:
-    return [ObjectMask(object_id=m["id"], label=m["label"], colour=m["colour"], mask=mask, score=m["score"])
+    return [ObjectMask(object_id=m["id"], label=m["label"], colour=m["colour"], mask=mask, score=m["score"],
+                       present=m["present"])
             for m, mask in zip(metas, masks, strict=True)]
 
 

@@ -11,6 +11,14 @@ Streams and memory:
   and the engine's state for it: one without objects is forgotten (``streams_expired``); one with
   objects keeps its prompts, so a paused camera resumes with its objects (``streams_idled``),
   until the cap evicts it. Prompts are small; frames are what cost memory.
+
+Persistence (``worker.state_file``): every prompt change rewrites the prompt state file. Engines
+with memory worth keeping (SAM2's conditioning frames and object pointers) have each object's
+memory saved in ``<state_file>.tracks/<stream>.<object>.track`` after its clicks change (at most
+every ``worker.track_save_interval_s`` per object, on a later frame when sooner). On start the
+prompts are restored first, then each object's memory if its file holds up; a file that does not
+(damaged, another model, other clicks) is set aside as ``<name>.bad-<time>`` and counted
+(``track_load_failed``), and that object is found from its clicks again.
 """
 
 from __future__ import annotations
@@ -46,10 +54,10 @@ from ..protocol import (
     decode_prompt,
     now_ns,
 )
-from ..runtime import ProcessStats, shorten, write_json_atomic
+from ..runtime import ProcessStats, shorten, write_bytes_atomic, write_json_atomic
 from ..settings import Settings
 from ..spectral.angles import SpectralError, reference_spectrum
-from .engines import Engine, ObjectMemory, make_engine
+from .engines import Engine, EngineError, ObjectMemory, make_engine
 from .prompts import MAX_LABEL, MAX_OBJECT_ID, STATE_VERSION, Click, PromptBook, PromptError, restore_state
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,8 @@ MAX_FRAME_JUMP = 1_000_000  # frames; a larger step forward is a camera that jum
 MAX_REPLY_TEXT = 1000  # characters of an error or notice text the worker sends
 STATUS_BYTES = 256 * 1024  # a status reply above this lists less per stream (see Worker.status)
 STATUS_DETAIL = ("clicks", "objects", "counts")
+TRACK_SUFFIX = ".track"
+MAX_TRACK_FILE = 64 * 2**20  # bytes; a saved SAM2 track at 1024 px is about 6 MiB
 UNCALIBRATED_NOTICE = ("uncalibrated: raw counts scaled to [0, 1] (ingest.raw_counts = scale); "
                        "spectra are not reflectance")
 
@@ -82,6 +92,7 @@ class StreamState:
     last_seen: float = 0.0  # clock time of the last frame or prompt change (for eviction and idling)
     segment_started_ns: int | None = None  # wall clock when the last segmentation began (for its latency)
     refresh: bool = False  # the last segmentation re-ran a frame already segmented (a prompt change)
+    saved: dict[int, tuple[int, float]] = field(default_factory=dict)  # object -> (memory revision saved, when)
 
     def frame(self, frame_id: int | None, intact: Callable[[CubeFrame], bool]) -> CubeFrame:
         """The frame a click was made on (the newest if not given or no longer kept intact)."""
@@ -96,9 +107,10 @@ class StreamState:
         return self.frames[-1]
 
     def clear_tracks(self) -> None:
-        """Every object is found from its clicks again on the next frame."""
+        """The stream restarted or paused: every object is found again on the next frame, from its clicks
+        or from what its engine keeps across a restart."""
         for memory in self.memory.values():
-            memory.clear_track()
+            memory.clear_track(restart=True)
 
 
 class Worker:
@@ -120,7 +132,11 @@ class Worker:
         self.clock = clock
         self.streams: dict[str, StreamState] = {}
         self.state_file: Path | None = settings.worker.state_file
+        self.tracks_dir: Path | None = None
+        if self.state_file is not None:
+            self.tracks_dir = self.state_file.with_name(self.state_file.name + ".tracks")
         self._load_state()
+        self._load_tracks()
 
     # -- prompts -----------------------------------------------------------------------------
     def answer(self, parts: list[Any]) -> PromptReply:
@@ -179,8 +195,9 @@ class Worker:
         self.stats.count("prompts_applied")
         if stream is None:  # a reset of a stream never seen: nothing to keep
             return PromptReply(request.request_id, True, state=book.state())
-        for oid in [o for o in stream.memory if o not in stream.book.objects]:
-            del stream.memory[oid]  # undone, removed or reset objects take their tracking state with them
+        for oid in [o for o in set(stream.memory) | set(stream.saved) if o not in stream.book.objects]:
+            stream.memory.pop(oid, None)  # undone, removed or reset objects take their tracking state with them
+            self._drop_track(request.stream_id, stream, oid)
         stream.dirty = True
         stream.last_seen = self.clock()
         unsaved = self._save_state()
@@ -311,6 +328,8 @@ class Worker:
     def _forget(self, stream_id: str) -> None:
         stream = self.streams.pop(stream_id)
         stream.frames.clear()
+        for oid in list(stream.saved):
+            self._drop_track(stream_id, stream, oid)
         self.engine.forget(stream_id)
 
     def expire_idle(self, now: float | None = None) -> None:
@@ -367,7 +386,8 @@ class Worker:
                     notices.append(_bounded(f"object {oid}: {exc}"))
                     self.stats.error("objects_failed", f"stream {stream_id} frame {frame.frame_id} object {oid}: {exc}")
                     continue
-                objects.append(ObjectMask(oid, obj.label, obj.colour, seg.mask, seg.score))
+                objects.append(ObjectMask(oid, obj.label, obj.colour, seg.mask, seg.score, seg.present))
+                self._save_track(stream_id, stream, oid, memory)
         stream.dirty = False
         if stream.refresh:
             self.stats.count("prompt_refreshes")  # same frame again after a prompt change
@@ -451,6 +471,70 @@ class Worker:
         for sid, book in restored.books.items():
             self.streams[sid] = StreamState(book=book, last_seen=now)
         log.info("restored prompts of %d stream(s) from %s", len(self.streams), path)
+
+    def _track_path(self, stream_id: str, oid: int) -> Path | None:
+        return None if self.tracks_dir is None else self.tracks_dir / f"{stream_id}.{oid}{TRACK_SUFFIX}"
+
+    def _save_track(self, stream_id: str, stream: StreamState, oid: int, memory: ObjectMemory) -> None:
+        """Save the object's engine memory when it changed since the last save (see the module doc)."""
+        path = self._track_path(stream_id, oid)
+        revision = self.engine.memory_revision(memory)
+        if path is None or revision is None:
+            return
+        last = stream.saved.get(oid)
+        now = self.clock()
+        if last is not None and (last[0] == revision or now - last[1] < self.settings.worker.track_save_interval_s):
+            return
+        stream.saved[oid] = (revision, now)  # a failure is retried no sooner than a save would be
+        try:
+            write_bytes_atomic(path, self.engine.save_memory(memory))
+        except (EngineError, OSError) as exc:
+            stream.saved[oid] = (-1, now)
+            self.stats.error("track_save_failed", _bounded(f"memory of object {oid} on {stream_id} not saved: {exc}"))
+            return
+        self.stats.count("tracks_saved")
+
+    def _drop_track(self, stream_id: str, stream: StreamState, oid: int) -> None:
+        """The object is gone: so is its saved memory."""
+        stream.saved.pop(oid, None)
+        path = self._track_path(stream_id, oid)
+        if path is None:
+            return
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            self.stats.error("track_save_failed", _bounded(f"saved memory {path} of a removed object stays: {exc}"))
+
+    def _load_tracks(self) -> None:
+        """Give each restored object the memory saved for it, where that holds up (see the module doc)."""
+        if self.tracks_dir is None or not self.tracks_dir.is_dir():
+            return
+        restored = 0
+        for sid, stream in self.streams.items():
+            for oid, obj in stream.book.objects.items():
+                path = self._track_path(sid, oid)
+                if path is None or not path.is_file():
+                    continue
+                if not self.engine.keeps_memory:
+                    log.info("saved memory in %s is not used: engine %s keeps none", self.tracks_dir, self.engine.name)
+                    return
+                try:
+                    if path.stat().st_size > MAX_TRACK_FILE:
+                        raise EngineError(f"{path.stat().st_size} bytes, more than the {MAX_TRACK_FILE} allowed")
+                    data = path.read_bytes()
+                    memory = ObjectMemory(engine=self.engine.load_memory(data, obj))
+                except (EngineError, OSError) as exc:
+                    kept = self._set_aside(path, b"", move=True)
+                    self.stats.error("track_load_failed", _bounded(f"saved memory of object {oid} on {sid} in "
+                                                                   f"{path.name} is unusable ({exc}); {kept}"))
+                    continue
+                revision = self.engine.memory_revision(memory)
+                stream.memory[oid] = memory
+                stream.saved[oid] = (revision if revision is not None else -1, self.clock())
+                restored += 1
+        if restored:
+            self.stats.count("tracks_restored", restored)
+            log.info("restored the memory of %d object(s) from %s", restored, self.tracks_dir)
 
     @staticmethod
     def _set_aside(path: Path, text: bytes, move: bool) -> str:

@@ -73,6 +73,7 @@ class Engine(ABC, Generic[Ctx]):
 
     name: str = "engine"
     notices: tuple[str, ...] = ()  # shown on every display (e.g. "random weights: masks are meaningless")
+    keeps_memory: bool = False  # whether ``save_memory`` / ``load_memory`` carry objects' memory across restarts
 
     @abstractmethod
     def prepare(self, frame: CubeFrame) -> Ctx:

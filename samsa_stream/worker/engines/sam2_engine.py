@@ -151,6 +151,7 @@ class Sam2Engine(Engine[Sam2Context]):
 
     name = "rgb"
     uses_similarity = False  # whether segmentation needs the spectral maps
+    keeps_memory = True
 
     def __init__(self, runner: Sam2Runner, settings: WorkerSettings) -> None:
         self.runner = runner
