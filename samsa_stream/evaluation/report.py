@@ -132,14 +132,16 @@ def _table(stats: dict[str, dict[str, Any]], budget: int) -> list[str]:
 
 def _tracking_table(tracking: dict[str, dict[str, Any]]) -> list[str]:
     head = ["run", "tracks", "frames in view", "IoU mean %", "IoU min %", "drift (IoU points)",
-            "shown while away", "returns found again", "frames to find again (median)", "ms/frame (median)"]
+            "shown while away", "judged absent while away", "judged absent in view", "returns found again",
+            "frames to find again (median)", "ms/frame (median)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run, t in tracking.items():
         drift = None if t["drift"] is None else 100 * t["drift"]
         cells = [run, str(t["tracks"]), str(t["frames_in_view"]), _cell(t["iou_mean"], percent=True),
                  _cell(t["iou_min"], percent=True), _cell(drift, 1), f"{t['shown_while_away']}/{t['frames_away']}",
-                 f"{t['recovered']}/{t['returns']}", _cell(t["frames_to_recover_median"], 1),
-                 _cell(t["frame_ms_median"], 1)]
+                 f"{t.get('absent_while_away', 0)}/{t['frames_away']}",
+                 f"{t.get('absent_in_view', 0)}/{t['frames_in_view']}", f"{t['recovered']}/{t['returns']}",
+                 _cell(t["frames_to_recover_median"], 1), _cell(t["frame_ms_median"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -56,6 +56,7 @@ class Track:
     click_dice: list[float] = field(default_factory=list)
     iou: list[float | None] = field(default_factory=list)  # None where the object is out of view
     shown: list[bool] = field(default_factory=list)  # a non-empty mask was given
+    present: list[bool] = field(default_factory=list)  # the engine judged the object in view
     frame_ms: list[float] = field(default_factory=list)
 
     def row(self, sequence: str, index: int, method: str, method_index: int) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class Track:
                 "class_value": self.value, "class_name": self.name, "click_frame": self.click_frame,
                 "click_dice": [round(v, 6) for v in self.click_dice],
                 "iou": [None if v is None else round(v, 6) for v in self.iou], "shown": self.shown,
+                "present": self.present,
                 "frame_ms": [round(v, 3) for v in self.frame_ms]}
 
 
@@ -99,12 +101,15 @@ def evaluate_sequence(frames: Sequence[Callable[[], LabelledImage]], methods: di
                                           obj=track.obj, memory=track.memory)
                     mask = session.final_mask if session.final_mask is not None else np.zeros_like(truth)
                     track.click_frame, track.click_dice = position, session.dice
+                    present = bool(mask.any())
                 else:
                     memory = track.memory if carry else ObjectMemory()
-                    mask = np.asarray(engine.segment(ctx, track.obj, memory).mask, dtype=bool)
+                    seg = engine.segment(ctx, track.obj, memory)
+                    mask, present = np.asarray(seg.mask, dtype=bool), seg.present
                 track.frame_ms.append((time.perf_counter() - started) * 1000)
                 track.iou.append(iou(mask, truth) if truth.any() else None)
                 track.shown.append(bool(mask.any()))
+                track.present.append(bool(present))
         for engine in methods.values():
             engine.forget(frame.stream_id)
     return {run: list(per.values()) for run, per in tracks.items()}
@@ -122,14 +127,18 @@ def run_names(methods: Sequence[str]) -> list[str]:
 def track_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Tracking figures of one run over its track rows (frames after the click frame):
     mean IoU while in view; drift (mean IoU of each track's last quarter minus its first quarter);
-    frames out of view and how many of them showed a mask anyway; returns after an absence and how
+    frames out of view, how many of them showed a mask anyway and how many the engine judged the object
+    absent on (and on how many frames in view it did so wrongly); returns after an absence and how
     many frames it took to find the object again (IoU >= RECOVERED_IOU); time per frame."""
     followed: list[float] = []
     drifts: list[float] = []
-    away = shown_away = returns = recovered = 0
+    away = shown_away = returns = recovered = absent_away = absent_in_view = 0
     to_recover: list[int] = []
     for r in rows:
         later = list(zip(r["iou"][1:], r["shown"][1:], strict=True))
+        present = r.get("present", r["shown"])[1:]  # rows written before presence was recorded: shown
+        absent_away += sum(v is None and not p for (v, _), p in zip(later, present, strict=True))
+        absent_in_view += sum(v is not None and not p for (v, _), p in zip(later, present, strict=True))
         seen = [v for v, _ in later if v is not None]
         followed += seen
         if len(seen) >= 4:
@@ -160,6 +169,7 @@ def track_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "iou_min": float(np.min(followed)) if followed else None,
         "drift": float(np.mean(drifts)) if drifts else None,
         "frames_away": away, "shown_while_away": shown_away,
+        "absent_while_away": absent_away, "absent_in_view": absent_in_view,
         "returns": returns, "recovered": recovered,
         "frames_to_recover_median": float(np.median(to_recover)) if to_recover else None,
         "frame_ms_median": float(np.median(frame_ms)) if frame_ms else None,

@@ -25,6 +25,9 @@ def test_track_figures_from_hand_made_rows() -> None:
                 [True] * 9 + [False, True, True, True])
     t = track_stats([track])
     assert t["frames_in_view"] == 10 and t["frames_away"] == 2 and t["shown_while_away"] == 1
+    assert t["absent_while_away"] == 1 and t["absent_in_view"] == 0  # presence defaults to 'a mask shown'
+    judged = track_stats([{**track, "present": [True] * 9 + [False, False, False, True]}])
+    assert judged["absent_while_away"] == 2 and judged["absent_in_view"] == 1
     assert t["returns"] == 1 and t["recovered"] == 1 and t["frames_to_recover_median"] == 1
     assert t["iou_min"] == pytest.approx(0.3)
     seen = [0.9, 0.9, 0.8, 0.8, 0.7, 0.7, 0.6, 0.6, 0.3, 0.9]
@@ -90,6 +93,7 @@ def test_an_object_that_leaves_and_returns_is_not_shown_while_away_and_is_found_
     for run in ("spectral", "spectral/no-memory"):
         t = tracking[run]
         assert t["frames_away"] == 4 and t["shown_while_away"] == 0, run
+        assert t["absent_while_away"] == 4 and t["absent_in_view"] == 0, run  # reported absent, not just empty
         assert t["returns"] == 1 and t["recovered"] == 1 and t["frames_to_recover_median"] == 0, run
         assert t["iou_min"] >= 0.8, run
 
