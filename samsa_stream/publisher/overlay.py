@@ -12,9 +12,13 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
                    notices: list[str] | None = None) -> np.ndarray:
     """uint8 (H, W, 3) RGB image: masks filled at ``alpha`` over ``rgb`` with a solid outline and
     the object's label; ``notices`` (e.g. "masks are meaningless") in a red band along the top,
-    so even a screen that only shows the overlay image shows them."""
+    so even a screen that only shows the overlay image shows them; objects judged out of view
+    (``present`` false) named along the bottom, so a missing mask reads as "not in view", not as lost."""
     out = rgb.copy()
     scale = max(0.8, min(out.shape[:2]) / 480)  # text legible from a 120-pixel phantom to a 1080p frame
+    away = [obj for obj in objects if not obj.present]
+    for k, obj in enumerate(away):
+        _text(out, f"{obj.label}: not in view", (2, out.shape[0] - 3 - k * int(16 * scale)), obj.colour, scale)
     for obj in objects:
         if not obj.mask.any():
             continue

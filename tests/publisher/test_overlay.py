@@ -32,6 +32,16 @@ def test_mask_is_blended_in_its_colour_and_the_rest_left_alone() -> None:
     assert (out[:10] == 100).all()  # no notices: no band
 
 
+def test_an_object_judged_out_of_view_is_named_along_the_bottom() -> None:
+    rgb, objects = scene()
+    shown = render_overlay(rgb, objects)
+    away = render_overlay(rgb, [*objects, ObjectMask(2, "vessel", (0, 0, 255), np.zeros((96, 128), bool), 0.0,
+                                                     present=False)])
+    changed = np.flatnonzero((away != shown).any(axis=(1, 2)))
+    assert changed.size and changed.min() > 96 - 20  # only the bottom rows: the name in the object's colour
+    assert (away[changed][..., 2] > 150).any()
+
+
 def test_notices_get_a_red_band_on_top() -> None:
     rgb, objects = scene()
     out = render_overlay(rgb, objects, notices=["masks are meaningless", "second"])
