@@ -219,6 +219,8 @@ class Sam2Engine(Engine[Sam2Context]):
                 result = self.tracker.track(track, index, ctx.tracked, guidance)
                 if moved:
                     mem.frame_points = []
+            for point in mem.undo:  # what an undo goes back to holds nothing the next frame cannot read
+                self.tracker.trim(point.track, track.last_frame)
             if result.mask.any():
                 memory.last_mask = result.mask
             similarity = None if maps is None else maps.similarity.float().cpu().numpy()

@@ -311,6 +311,10 @@ class Sam2Tracker:
             dropped = track.cond.pop(order[1])
             track.recent[dropped.frame_idx] = dropped
 
+    def trim(self, track: ObjectTrack, frame_idx: int) -> None:
+        """Drop what no step on ``frame_idx`` or later reads (for a kept copy of a track, e.g. for undo)."""
+        self._prune(track, frame_idx)
+
     def _prune(self, track: ObjectTrack, frame_idx: int) -> None:
         """Drop what no step on this frame (a refining click) or a later one reads: pointers beyond the
         pointer window, memory features beyond the memory window."""

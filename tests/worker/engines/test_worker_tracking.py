@@ -233,3 +233,20 @@ def test_a_saved_memory_that_does_not_hold_up_is_set_aside(runner, scene, tmp_pa
     assert 1 in second.streams["cam0"].book.objects  # the prompts stay; the object is found from its clicks
     result = run(second, frames[2:4])
     assert set(result[3]) == {1}
+
+
+def test_what_undo_keeps_stays_bounded(runner) -> None:
+    """Many corrections over a long stream: at most MAX_UNDO earlier memories, each holding only its
+    conditioning frames and what the next frame can still read."""
+    from samsa_stream.worker.engines.sam2_engine import MAX_UNDO
+
+    cam, frames = phantom_frames(bands=16, height=64, width=80, count=36, objects=2, motion_px=2.0)
+    worker = rgb_worker(runner)
+    run(worker, frames, {t: [lambda w, t=t: click(w, 1, cam.centre(0, t))] for t in range(0, 36, 3)})
+    kept = track_of(worker, 1)
+    window = max(worker.engine.tracker.memory_window, worker.engine.tracker.pointer_window)
+    assert len(kept.undo) == MAX_UNDO
+    assert len(kept.track.cond) == worker.settings.worker.max_cond_frames
+    for point in kept.undo:
+        assert all(t >= kept.track.last_frame - window for t in point.track.recent)
+        assert len(point.track.cond) <= worker.settings.worker.max_cond_frames
