@@ -307,10 +307,11 @@ class Worker:
         stream.dirty = True
         return stream
 
-    @staticmethod
-    def _restart(stream: StreamState) -> None:
+    def _restart(self, stream: StreamState) -> None:
         stream.frames.clear()  # frames of the previous run may share ids with the new one
         stream.clear_tracks()
+        if stream.book.mark_stale():  # their frame ids belong to the previous run: never recent again
+            self._save_state()
 
     def _make_room(self) -> None:
         """Evict streams until a new one fits under ``worker.max_streams`` (see the module doc)."""

@@ -48,11 +48,19 @@ class Click:
     frame_id: int
     reference: np.ndarray  # (B,) float32 mean spectrum around the click
     wavelengths_nm: np.ndarray  # (B,) the reference's wavelengths, to resample for another camera
+    stale: bool = False  # made before the stream restarted: its frame id belongs to the previous run
+
+    def recent_on(self, frame_id: int, window: int) -> bool:
+        """Whether the click was made within ``window`` frames of frame ``frame_id`` of this run."""
+        return not self.stale and abs(frame_id - self.frame_id) <= window
 
     def to_dict(self) -> dict[str, Any]:
-        return {"x": self.x, "y": self.y, "positive": self.positive, "frame_id": self.frame_id,
-                "reference": [float(v) for v in self.reference],
-                "wavelengths_nm": [float(v) for v in self.wavelengths_nm]}
+        out = {"x": self.x, "y": self.y, "positive": self.positive, "frame_id": self.frame_id,
+               "reference": [float(v) for v in self.reference],
+               "wavelengths_nm": [float(v) for v in self.wavelengths_nm]}
+        if self.stale:
+            out["stale"] = True
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> Click:
@@ -78,7 +86,11 @@ class Click:
         reference32 = reference.astype(np.float32)
         if not np.all(np.isfinite(reference32)):
             raise PromptError("click reference spectrum does not fit float32")
-        return cls(x=x, y=y, positive=positive, frame_id=frame_id, reference=reference32, wavelengths_nm=wavelengths)
+        stale = data.get("stale", False)
+        if not isinstance(stale, bool):
+            raise PromptError(f"click 'stale' must be true or false, got {_brief(stale)}")
+        return cls(x=x, y=y, positive=positive, frame_id=frame_id, reference=reference32, wavelengths_nm=wavelengths,
+                   stale=stale)
 
     def reference_on(self, wavelengths_nm: np.ndarray) -> np.ndarray:
         """This click's reference spectrum sampled on another band set (identity when they match)."""
@@ -138,6 +150,15 @@ class PromptBook:
         self._order.append(object_id)
         self.revision += 1
         return obj
+
+    def mark_stale(self) -> bool:
+        """The stream restarted: every click so far was made in its previous run. Whether any changed."""
+        changed = False
+        for obj in self.objects.values():
+            for click in obj.clicks:
+                changed = changed or not click.stale
+                click.stale = True
+        return changed
 
     def undo(self, object_id: int | None = None) -> None:
         """Remove the last click (of ``object_id`` if given); an object left without clicks is removed."""

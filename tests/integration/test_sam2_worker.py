@@ -5,15 +5,14 @@ from __future__ import annotations
 import pytest
 
 from samsa_stream.node import LocalNode
-from tests.integration.conftest import FAST, Display, console_for, latest_frame, phantom, status
+from tests.integration.conftest import FAST, Display, console_for, latest_frame, phantom, start_all, status
 
 
 @pytest.mark.parametrize("engine", ["rgb", "decoder"])
 def test_sam2_engine_in_the_live_pipeline(engine: str, tmp_path) -> None:
     overrides = {**FAST, "worker": {"engine": engine, "random_weights": True, "image_size": 128, "device": "cpu"}}
     with LocalNode(overrides, run_dir=tmp_path) as node:
-        for name in ("publisher", "worker", "ingest"):
-            node.start(name)
+        start_all(node)
         console = console_for(node)
         display = Display(node)
         try:
@@ -38,8 +37,7 @@ def test_objects_keep_their_memory_through_a_worker_killed_mid_stream(tmp_path) 
     overrides = {**FAST, "worker": {"engine": "rgb", "random_weights": True, "image_size": 128, "device": "cpu",
                                     "state_file": str(state), "track_save_interval_s": 0}}
     with LocalNode(overrides, run_dir=tmp_path) as node:
-        for name in ("publisher", "worker", "ingest"):
-            node.start(name)
+        start_all(node)
         console = console_for(node)
         display = Display(node)
         try:

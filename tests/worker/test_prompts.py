@@ -105,3 +105,13 @@ def test_reference_resampled_for_another_camera() -> None:
     np.testing.assert_allclose(c.reference_on(np.array([550.0, 650.0])), [1.5, 2.5])
     with pytest.raises(PromptError, match="do not overlap"):
         c.reference_on(np.array([900.0, 950.0]))
+
+
+def test_a_stale_click_round_trips_and_a_bad_stale_flag_is_refused() -> None:
+    click = Click(3.0, 4.0, True, 7, np.array([0.2, 0.3], np.float32), np.array([500.0, 600.0]), stale=True)
+    again = Click.from_dict(click.to_dict())
+    assert again.stale and not again.recent_on(7, 4)
+    assert not Click.from_dict({**click.to_dict(), "stale": False}).stale
+    assert "stale" not in Click.from_dict({**click.to_dict(), "stale": False}).to_dict()
+    with pytest.raises(PromptError, match="click 'stale' must be true or false"):
+        Click.from_dict({**click.to_dict(), "stale": 1})

@@ -193,3 +193,27 @@ def test_scaled_raw_counts_carry_a_notice(settings: Settings) -> None:
     assert UNCALIBRATED_NOTICE in worker.segment("cam0").notices
     worker.accept(replace(frame, frame_id=1))
     assert not any(n.startswith("uncalibrated") for n in worker.segment("cam0").notices)
+
+
+def test_clicks_from_before_a_stream_restart_are_never_recent(settings: Settings, tmp_path) -> None:
+    """The camera restarts and its frame ids come round again: a click made on frame 5 of the previous
+    run is not a click on frame 5 of this one (it is not forced into the mask where the object has
+    moved away), and the object is still followed by its spectrum."""
+    from samsa_stream.evaluation.metrics import iou
+    from samsa_stream.protocol import ClickPrompt
+
+    cam, frames = phantom_frames(count=36, motion_px=2.0)
+    state = tmp_path / "prompts.json"
+    worker = Worker(settings.model_copy(update={"worker": settings.worker.model_copy(update={"state_file": state})}))
+    for frame in frames[:6]:
+        worker.accept(frame)
+    x, y = cam.centre(0, 5)
+    assert worker.handle_prompt(ClickPrompt(stream_id="cam0", object_id=1, x=x, y=y)).ok
+    worker.segment("cam0")
+    for k, frame in enumerate(frames[30:36]):  # the restarted run: ids 4..9, the object elsewhere by the end
+        worker.accept(replace(frame, frame_id=4 + k))
+        mask = worker.segment("cam0").objects[0].mask
+        assert iou(mask, frame.labels == 1) >= 0.8, frame.frame_id
+    assert frames[35].labels[round(y), round(x)] == 0 and not mask[round(y), round(x)]
+    assert worker.stats.counters["stream_restarts"] == 1
+    assert '"stale": true' in state.read_text()  # a worker restarted now knows it too

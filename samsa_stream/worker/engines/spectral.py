@@ -56,7 +56,7 @@ def click_points(clicks: list[Click], frame_id: int, window: int, shape: tuple[i
     points = []
     for c in clicks:
         row, col = int(round(c.y)), int(round(c.x))
-        if abs(frame_id - c.frame_id) <= window and 0 <= row < h and 0 <= col < w:
+        if c.recent_on(frame_id, window) and 0 <= row < h and 0 <= col < w:
             points.append((row, col))
     return points
 
@@ -245,7 +245,7 @@ class SpectralEngine(Engine[SpectralContext]):
         candidate = ratio <= 1.0
         shape = candidate.shape
         fresh = [(k, (int(round(c.y)), int(round(c.x)))) for k, c in enumerate(obj.positives)
-                 if abs(frame.frame_id - c.frame_id) <= self.click_window
+                 if c.recent_on(frame.frame_id, self.click_window)
                  and 0 <= round(c.y) < shape[0] and 0 <= round(c.x) < shape[1]]
         # Unlike the click: beyond half its threshold and clearly beyond what noise explains.
         unlike = ratios > 0.5
