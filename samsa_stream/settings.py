@@ -259,6 +259,44 @@ class ViewSettings(_Section):
     max_pngs: int = Field(1000, ge=0, description="headless: stop writing overlay PNGs after this many")
 
 
+class DisplaySettings(_Section):
+    """What every display (window, headless PNGs, web page, OpenIGTLink bridge) shares."""
+
+    stale_after_s: float = Field(1.0, gt=0, le=3600, description=(
+        "a stream whose newest mask is older than this is shown as stale on every display (worker stalled, "
+        "camera stopped), never as live"))
+
+
+class WebSettings(_Section):
+    """The browser display (``samsa-stream web``)."""
+
+    host: str = Field("127.0.0.1", description="address to listen on; loopback unless set (e.g. 0.0.0.0)")
+    port: int = Field(8080, ge=1, le=65535)
+    stream_id: str = Field("cam0", pattern=STREAM_ID_PATTERN, description="the stream a page shows first")
+    token: str | None = Field(None, min_length=16, description=(
+        "required to send prompts from a page (and to view it with web.view_requires_token); none: prompts "
+        "only from web.allow_prompts_from"))
+    view_requires_token: bool = Field(False, description="the page itself needs the token too")
+    allow_prompts_from: list[str] = Field(default_factory=lambda: ["127.0.0.1/32", "::1/128"], description=(
+        "client networks (CIDR) that may send prompts without a token"))
+    max_fps: float = Field(15.0, gt=0, le=120, description="frames sent to one browser per second at most")
+
+
+class IgtlSettings(_Section):
+    """The OpenIGTLink bridge (``samsa-stream igtl``) for navigation systems such as 3D Slicer."""
+
+    port: int = Field(18944, ge=1, le=65535)
+    local_only: bool = Field(True, description="listen on loopback only; false: every interface")
+    stream_id: str = Field("cam0", pattern=STREAM_ID_PATTERN)
+    label_device: str = Field("SamsaLabels", min_length=1, max_length=20, description=(
+        "OpenIGTLink device name of the label map (uint8, one value per object)"))
+    overlay_device: str = Field("SamsaOverlay", min_length=1, max_length=20, description=(
+        "device name of the RGB overlay image"))
+    send_overlay: bool = Field(False, description="also send the RGB overlay")
+    spacing_mm: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="pixel spacing (x, y, z) in mm")
+    origin_mm: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="image origin (x, y, z) in mm")
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     stats_interval_s: float = Field(10.0, gt=0)
@@ -276,6 +314,9 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     publisher: PublisherSettings = PublisherSettings()
     view: ViewSettings = ViewSettings()
+    display: DisplaySettings = DisplaySettings()
+    web: WebSettings = WebSettings()
+    igtl: IgtlSettings = IgtlSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

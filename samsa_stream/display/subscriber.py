@@ -1,8 +1,10 @@
 """The one client of the broadcast link: every display, the recorder, bridges and tests subscribe through it.
 
 ``Subscriber(settings, streams=["cam0"])`` connects a SUB socket to ``endpoints.broadcast``,
-subscribes to ``mask/<stream>/`` and ``overlay/<stream>/`` and turns each message into an
-``Update`` (masks decoded, overlays decoded to RGB), or into a counted rejection.
+subscribes to ``<kind>/<stream>/`` for the kinds asked for (``mask``, ``overlay``: the masks drawn
+in, ``image``: the pseudo-RGB alone, ``stream``: the stream's metadata and whether it is live) and
+turns each message into an ``Update`` (masks decoded, images decoded to RGB), or into a counted
+rejection. ``stale(stream)`` says whether the newest mask may not be shown as live.
 
 Replay / instance rule. The publisher numbers its broadcasts per stream (``seq``, +1 per
 result) and names its run (``publisher``, a random id per start). Per stream and kind the
@@ -14,6 +16,9 @@ subscriber remembers the last (publisher, seq) it delivered:
   (``masks_missed``; overlays go out every ``publisher.overlay_every``-th result, so their gaps are not);
 - another publisher: the publisher restarted and counts from 1 again; tracking starts over
   from this message, which is delivered (``publisher_changes``).
+
+A ``stream`` message repeats its result's ``seq`` when the publisher marks the stream stale (or
+live again): a change of ``stale`` at the same ``seq`` is new, not a replay.
 
 A message is rejected (``messages_rejected``, with the reason in ``stats.errors``) when it does
 not decode, when its topic is not exactly ``<kind>/<stream>/`` for a subscribed kind and
@@ -31,19 +36,32 @@ import numpy as np
 import zmq
 
 from ..errors import CommandError, ProtocolError
-from ..protocol import MaskBroadcast, OverlayImage, check_stream_id, decode_image, now_ns, topic
+from ..protocol import (
+    FrameImage,
+    MaskBroadcast,
+    OverlayImage,
+    StreamInfo,
+    check_stream_id,
+    decode_image,
+    now_ns,
+    topic,
+)
 from ..runtime import ProcessStats
 from ..settings import Settings
 from ..transport import SocketFactory, drain
 
-Kind = Literal["mask", "overlay"]
-KINDS: tuple[Kind, ...] = ("mask", "overlay")
+Kind = Literal["mask", "overlay", "image", "stream"]
+KINDS: tuple[Kind, ...] = ("mask", "overlay")  # what a display subscribes to unless it asks for others
+ALL_KINDS: tuple[Kind, ...] = ("mask", "overlay", "image", "stream")
+_DECODERS: dict[str, Any] = {"mask": MaskBroadcast, "overlay": OverlayImage, "image": FrameImage,
+                             "stream": StreamInfo}
 _MAX_TOPIC = 80  # bytes: the longest kind, a 64-character stream id and two slashes fit
 
 
 @dataclass(frozen=True)
 class Update:
-    """One new broadcast of one stream: ``masks`` for kind ``mask``; ``overlay`` and ``image`` for ``overlay``."""
+    """One new broadcast of one stream: ``masks`` for kind ``mask``; ``overlay`` and ``image`` for ``overlay``;
+    ``overlay`` (the FrameImage message) and ``image`` for ``image``; ``info`` for ``stream``."""
 
     kind: Kind
     stream_id: str
@@ -54,13 +72,15 @@ class Update:
     missed: int = 0  # mask messages of this stream lost just before this one (seq gap)
     masks: MaskBroadcast | None = None
     overlay: OverlayImage | None = None
-    image: np.ndarray | None = None  # the overlay decoded: RGB uint8 (H, W, 3)
+    image: np.ndarray | None = None  # the overlay or frame image decoded: RGB uint8 (H, W, 3)
+    info: StreamInfo | None = None
 
 
 @dataclass
 class _Track:
     publisher: str
     seq: int
+    stale: bool = False
 
 
 class Subscriber:
@@ -83,6 +103,7 @@ class Subscriber:
         if self.streams is not None and not self.streams:
             raise CommandError("subscribe to at least one stream (or to every stream with streams=None)")
         self.stats = stats or ProcessStats("subscriber", settings.log.stats_interval_s)
+        self.stale_after_ns = int(settings.display.stale_after_s * 1e9)
         self._own_sockets = sockets is None
         self._sockets = sockets or SocketFactory(settings)
         self.socket: zmq.Socket = self._sockets.socket("broadcast_in", subscribe=None)
@@ -121,8 +142,7 @@ class Subscriber:
         received = now_ns()
         try:
             kind, stream = self._topic(parts)
-            message: MaskBroadcast | OverlayImage = (
-                MaskBroadcast.from_parts(parts[1:]) if kind == "mask" else OverlayImage.from_parts(parts[1:]))
+            message: MaskBroadcast | OverlayImage | StreamInfo = _DECODERS[kind].from_parts(parts[1:])
             if message.stream_id != stream:
                 raise ProtocolError(f"{kind} message of stream {message.stream_id!r} came on the topic of {stream!r}")
         except ProtocolError as exc:
@@ -130,8 +150,9 @@ class Subscriber:
             return None
         track = self._tracks.get((stream, kind))
         missed = 0
+        stale = isinstance(message, StreamInfo) and message.stale
         if track is not None and track.publisher == message.publisher:
-            if message.seq <= track.seq:
+            if message.seq < track.seq or (message.seq == track.seq and stale == track.stale):
                 self.stats.count("replays_ignored")  # meant for a display that joined after this one
                 return None
             missed = message.seq - track.seq - 1 if kind == "mask" else 0
@@ -144,7 +165,7 @@ class Subscriber:
                 return None
         if track is not None and track.publisher != message.publisher:
             self.stats.count("publisher_changes")  # a restarted publisher counts from 1 again
-        self._tracks[(stream, kind)] = _Track(message.publisher, message.seq)
+        self._tracks[(stream, kind)] = _Track(message.publisher, message.seq, stale)
         if isinstance(message, MaskBroadcast):
             update = Update("mask", stream, message.frame_id, message.seq, message.publisher, received, missed,
                             masks=message)
@@ -152,12 +173,32 @@ class Subscriber:
             if missed:
                 self.stats.count("masks_missed", missed)
             self.stats.observe("capture_to_display", (received - message.capture_ns) / 1e6)
+        elif isinstance(message, StreamInfo):
+            update = Update("stream", stream, message.frame_id, message.seq, message.publisher, received, info=message)
+            self.stats.count("stream_infos_received")
         else:
-            update = Update("overlay", stream, message.frame_id, message.seq, message.publisher, received,
+            update = Update(kind, stream, message.frame_id, message.seq, message.publisher, received,
                             overlay=message, image=image)
-            self.stats.count("overlays_received")
+            self.stats.count("overlays_received" if kind == "overlay" else "images_received")
         self._latest[(stream, kind)] = update
         return update
+
+    def stale(self, stream: str, now: int | None = None) -> bool:
+        """Whether ``stream``'s newest mask must not be shown as live: the publisher said the stream is
+        stale, or no new mask reached this display for ``display.stale_after_s`` (its own clock, so a
+        stopped publisher or a broken link counts too). False before any mask arrived."""
+        latest = self._latest.get((stream, "mask"))
+        if latest is None:
+            return False
+        info = self._latest.get((stream, "stream"))
+        if info is not None and info.info is not None and info.info.stale and info.seq >= latest.seq:
+            return True
+        return (now_ns() if now is None else now) - latest.received_ns > self.stale_after_ns
+
+    def mask_age_s(self, stream: str, now: int | None = None) -> float | None:
+        """Seconds since this display received ``stream``'s newest mask (None before any)."""
+        latest = self._latest.get((stream, "mask"))
+        return None if latest is None else ((now_ns() if now is None else now) - latest.received_ns) / 1e9
 
     def latest(self, stream: str, kind: Kind = "mask") -> Update | None:
         """The newest update of ``stream`` and ``kind`` delivered so far."""
@@ -169,11 +210,12 @@ class Subscriber:
             raise ProtocolError(f"broadcast message has {len(parts)} part(s); expected a topic, then a header")
         raw = bytes(parts[0])
         head, _, rest = raw[:_MAX_TOPIC + 1].partition(b"/")
-        if len(raw) > _MAX_TOPIC or head not in (b"mask", b"overlay") or not rest.endswith(b"/"):
-            raise ProtocolError(f"topic {raw[:_MAX_TOPIC]!r} is not <mask|overlay>/<stream id>/")
+        kinds = {k.encode(): k for k in ALL_KINDS}
+        if len(raw) > _MAX_TOPIC or head not in kinds or not rest.endswith(b"/"):
+            raise ProtocolError(f"topic {raw[:_MAX_TOPIC]!r} is not <{'|'.join(ALL_KINDS)}>/<stream id>/")
         # A SUB socket matches prefixes: 'mask/cam0/x/' reaches a 'mask/cam0/' subscriber unless checked here.
         stream = check_stream_id(rest[:-1].decode("ascii", "replace"), f"topic {raw!r}")
-        kind: Kind = "mask" if head == b"mask" else "overlay"
+        kind = kinds[head]
         if kind not in self.kinds or (self.streams is not None and stream not in self.streams):
             raise ProtocolError(f"topic {raw!r} is not one this display subscribed to")
         return kind, stream
@@ -191,9 +233,10 @@ class Subscriber:
 
 
 def _kind(value: str) -> Kind:
-    if value not in KINDS:
-        raise CommandError(f"kind {value!r} is not one of {', '.join(KINDS)}")
-    return value  # narrowed to Kind by the membership test above
+    for kind in ALL_KINDS:
+        if value == kind:
+            return kind
+    raise CommandError(f"kind {value!r} is not one of {', '.join(ALL_KINDS)}")
 
 
-__all__ = ["KINDS", "Kind", "Subscriber", "Update"]
+__all__ = ["ALL_KINDS", "KINDS", "Kind", "Subscriber", "Update"]

@@ -10,6 +10,7 @@ from .messages import (
     PROMPTS,
     ClickPrompt,
     CubeFrame,
+    FrameImage,
     MaskBroadcast,
     ObjectMask,
     OverlayImage,
@@ -20,6 +21,7 @@ from .messages import (
     SegmentationResult,
     StatePrompt,
     StatusPrompt,
+    StreamInfo,
     StreamPrompt,
     UndoPrompt,
     check_cube,
@@ -36,8 +38,8 @@ def topic(kind: str, stream_id: str) -> bytes:
 
 __all__ = [
     "INT64_MAX", "PROMPTS", "PROMPT_OPS", "PROTOCOL_VERSION", "STREAM_ID_PATTERN", "ClickPrompt", "CubeFrame",
-    "MaskBroadcast", "ObjectMask", "OverlayImage", "PromptReply", "PromptRequest", "ProtocolError", "RemovePrompt",
-    "ResetPrompt", "SegmentationResult", "StatePrompt", "StatusPrompt", "StreamPrompt", "UndoPrompt", "check_cube",
-    "check_stream_id", "decode", "decode_image", "decode_prompt", "encode", "encode_image", "now_ns", "rle_decode",
-    "rle_encode", "stamp", "topic",
+    "FrameImage", "MaskBroadcast", "StreamInfo", "ObjectMask", "OverlayImage", "PromptReply", "PromptRequest",
+    "ProtocolError", "RemovePrompt", "ResetPrompt", "SegmentationResult", "StatePrompt", "StatusPrompt",
+    "StreamPrompt", "UndoPrompt", "check_cube", "check_stream_id", "decode", "decode_image", "decode_prompt",
+    "encode", "encode_image", "now_ns", "rle_decode", "rle_encode", "stamp", "topic",
 ]

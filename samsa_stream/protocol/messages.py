@@ -7,9 +7,10 @@ naming the problem, so no malformed message gets further than its decoder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import msgpack
 import numpy as np
@@ -378,6 +379,7 @@ class SegmentationResult:
     hops: list[list[Any]] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    wavelengths_nm: list[float] = field(default_factory=list)  # the frame's bands (empty: not told)
 
     def to_parts(self) -> list[Any]:
         h, w = self.rgb.shape[:2]
@@ -385,7 +387,8 @@ class SegmentationResult:
                  else np.zeros((0, h, w), np.uint8))
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
                   "hops": self.hops, "engine": self.engine, "notices": self.notices, "stats": self.stats,
-                  "objects": [o.meta() for o in self.objects]}
+                  "objects": [o.meta() for o in self.objects],
+                  "wavelengths_nm": [float(v) for v in self.wavelengths_nm]}
         return encode(header, {"rgb": self.rgb, "masks": masks})
 
     @classmethod
@@ -404,7 +407,8 @@ class SegmentationResult:
                    objects=_objects_from_meta(metas, [m.astype(bool) for m in masks]),
                    engine=f.text(header, "engine", "result", default="", max_len=64), hops=hops,
                    notices=f.texts(header, "notices", "result", default=[]),
-                   stats=f.mapping(header, "stats", "result", default={}))
+                   stats=f.mapping(header, "stats", "result", default={}),
+                   wavelengths_nm=_wavelengths(header, "result"))
 
 
 @dataclass
@@ -453,6 +457,16 @@ class MaskBroadcast:
                    publisher=f.text(header, "publisher", "masks", default="", max_len=64))
 
 
+def _wavelengths(header: dict[str, Any], what: str) -> list[float]:
+    """The optional ``wavelengths_nm`` list: finite, positive, strictly increasing (empty when absent)."""
+    values = f.items(header, "wavelengths_nm", what, default=[], max_len=4096)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values):
+        raise ProtocolError(f"{what}: 'wavelengths_nm' must be positive finite numbers")
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ProtocolError(f"{what}: 'wavelengths_nm' must increase strictly")
+    return [float(v) for v in values]
+
+
 @dataclass
 class OverlayImage:
     """Publisher -> displays: pseudo-RGB with the masks drawn in, as an encoded JPEG or PNG."""
@@ -474,15 +488,78 @@ class OverlayImage:
         return encode(header, {"image": image})
 
     @classmethod
-    def from_parts(cls, parts: list[Any]) -> OverlayImage:
-        header, arrays = decode(parts, cls.TYPE)
-        stream_id, frame_id, capture_ns, hops = _stream_fields(header, "overlay")
-        encoding = f.text(header, "encoding", "overlay", max_len=16)
+    def from_parts(cls, parts: list[Any]) -> Self:
+        what = cls.TYPE
+        header, arrays = decode(parts, what)
+        stream_id, frame_id, capture_ns, hops = _stream_fields(header, what)
+        encoding = f.text(header, "encoding", what, max_len=16)
         if encoding not in ("jpeg", "png"):
-            raise ProtocolError(f"overlay: encoding must be 'jpeg' or 'png', got {encoding!r}")
-        data = _array(arrays, "image", "overlay")
+            raise ProtocolError(f"{what}: encoding must be 'jpeg' or 'png', got {encoding!r}")
+        data = _array(arrays, "image", what)
         if data.dtype != np.uint8 or data.ndim != 1:
-            raise ProtocolError(f"overlay: image must be 1-D uint8 encoded bytes, got {data.dtype} {data.shape}")
+            raise ProtocolError(f"{what}: image must be 1-D uint8 encoded bytes, got {data.dtype} {data.shape}")
         return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, encoding=encoding, data=data,
-                   seq=f.integer(header, "seq", "overlay", default=0), hops=hops,
-                   publisher=f.text(header, "publisher", "overlay", default="", max_len=64))
+                   seq=f.integer(header, "seq", what, default=0), hops=hops,
+                   publisher=f.text(header, "publisher", what, default="", max_len=64))
+
+
+@dataclass
+class FrameImage(OverlayImage):
+    """Publisher -> displays: the frame's pseudo-RGB alone (no masks), encoded, for displays that draw
+    the masks themselves (the web page); same fields as OverlayImage."""
+
+    TYPE: ClassVar[str] = "image"
+
+
+@dataclass
+class StreamInfo:
+    """Publisher -> displays: what a display needs to show a stream besides its pixels, and whether the
+    stream is live. Sent with every result and when the stream goes stale; replayed to a display
+    that joins late."""
+
+    TYPE: ClassVar[str] = "stream"
+    stream_id: str
+    frame_id: int  # the newest result's frame
+    capture_ns: int
+    size: tuple[int, int]  # (H, W)
+    engine: str
+    wavelengths_nm: list[float] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)  # the legend: id, label, colour, score, present, area
+    stale: bool = False  # no result for ``age_ms`` > ``display.stale_after_s``: the newest mask is not live
+    age_ms: float = 0.0  # since the publisher received the newest result
+    seq: int = 0  # the newest result's seq (as in MaskBroadcast)
+    hops: list[list[Any]] = field(default_factory=list)
+    publisher: str = ""
+
+    def to_parts(self) -> list[Any]:
+        header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
+                  "hops": self.hops, "size": list(self.size), "engine": self.engine,
+                  "wavelengths_nm": [float(v) for v in self.wavelengths_nm], "notices": self.notices,
+                  "objects": self.objects, "stale": self.stale, "age_ms": float(self.age_ms), "seq": self.seq,
+                  "publisher": self.publisher}
+        return encode(header, {})
+
+    @classmethod
+    def from_parts(cls, parts: list[Any]) -> StreamInfo:
+        header, _ = decode(parts, cls.TYPE)
+        stream_id, frame_id, capture_ns, hops = _stream_fields(header, "stream")
+        size = header.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size)):
+            raise ProtocolError(f"stream: 'size' must be [H, W] with positive integers, got {size!r:.80}")
+        _check_size(size[0], size[1], "stream")
+        legend = []
+        for meta in _object_meta(header, "stream"):
+            legend.append({**meta, "colour": list(meta["colour"])})
+        for entry, raw in zip(legend, header.get("objects", []), strict=True):
+            entry["area"] = f.integer(raw, "area", "stream: objects", default=0)
+        age = f.number(header, "age_ms", "stream", default=0.0)
+        if not math.isfinite(age) or age < 0:
+            raise ProtocolError(f"stream: 'age_ms' must be a finite number >= 0, got {age!r}")
+        return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, size=(size[0], size[1]),
+                   engine=f.text(header, "engine", "stream", default="", max_len=64),
+                   wavelengths_nm=_wavelengths(header, "stream"),
+                   notices=f.texts(header, "notices", "stream", default=[]),
+                   objects=legend, stale=f.boolean(header, "stale", "stream", default=False), age_ms=float(age),
+                   seq=f.integer(header, "seq", "stream", default=0), hops=hops,
+                   publisher=f.text(header, "publisher", "stream", default="", max_len=64))
