@@ -17,8 +17,8 @@ subscriber remembers the last (publisher, seq) it delivered:
 - another publisher: the publisher restarted and counts from 1 again; tracking starts over
   from this message, which is delivered (``publisher_changes``).
 
-A ``stream`` message repeats its result's ``seq`` when the publisher marks the stream stale (or
-live again): a change of ``stale`` at the same ``seq`` is new, not a replay.
+A ``stream`` or ``overlay`` message repeats its result's ``seq`` when the publisher marks the
+stream stale: a change of ``stale`` at the same ``seq`` is new, not a replay.
 
 A message is rejected (``messages_rejected``, with the reason in ``stats.errors``) when it does
 not decode, when its topic is not exactly ``<kind>/<stream>/`` for a subscribed kind and
@@ -150,7 +150,7 @@ class Subscriber:
             return None
         track = self._tracks.get((stream, kind))
         missed = 0
-        stale = isinstance(message, StreamInfo) and message.stale
+        stale = isinstance(message, (StreamInfo, OverlayImage)) and message.stale
         if track is not None and track.publisher == message.publisher:
             if message.seq < track.seq or (message.seq == track.seq and stale == track.stale):
                 self.stats.count("replays_ignored")  # meant for a display that joined after this one

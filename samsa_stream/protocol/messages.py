@@ -480,10 +480,12 @@ class OverlayImage:
     seq: int = 0
     hops: list[list[Any]] = field(default_factory=list)
     publisher: str = ""  # as in MaskBroadcast
+    stale: bool = False  # drawn with the stale marker: the stream's newest mask is not live (same seq as before)
 
     def to_parts(self) -> list[Any]:
         header = {"type": self.TYPE, "stream": self.stream_id, "frame_id": self.frame_id, "capture_ns": self.capture_ns,
-                  "hops": self.hops, "encoding": self.encoding, "seq": self.seq, "publisher": self.publisher}
+                  "hops": self.hops, "encoding": self.encoding, "seq": self.seq, "publisher": self.publisher,
+                  "stale": self.stale}
         image = np.frombuffer(self.data, np.uint8) if isinstance(self.data, bytes) else self.data
         return encode(header, {"image": image})
 
@@ -500,7 +502,8 @@ class OverlayImage:
             raise ProtocolError(f"{what}: image must be 1-D uint8 encoded bytes, got {data.dtype} {data.shape}")
         return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, encoding=encoding, data=data,
                    seq=f.integer(header, "seq", what, default=0), hops=hops,
-                   publisher=f.text(header, "publisher", what, default="", max_len=64))
+                   publisher=f.text(header, "publisher", what, default="", max_len=64),
+                   stale=f.boolean(header, "stale", what, default=False))
 
 
 @dataclass
@@ -528,6 +531,7 @@ class StreamInfo:
     objects: list[dict[str, Any]] = field(default_factory=list)  # the legend: id, label, colour, score, present, area
     stale: bool = False  # no result for ``age_ms`` > ``display.stale_after_s``: the newest mask is not live
     age_ms: float = 0.0  # since the publisher received the newest result
+    displays: int = 0  # subscriptions the publisher holds to this stream's masks (every display, bridge, recorder)
     seq: int = 0  # the newest result's seq (as in MaskBroadcast)
     hops: list[list[Any]] = field(default_factory=list)
     publisher: str = ""
@@ -537,7 +541,7 @@ class StreamInfo:
                   "hops": self.hops, "size": list(self.size), "engine": self.engine,
                   "wavelengths_nm": [float(v) for v in self.wavelengths_nm], "notices": self.notices,
                   "objects": self.objects, "stale": self.stale, "age_ms": float(self.age_ms), "seq": self.seq,
-                  "publisher": self.publisher}
+                  "publisher": self.publisher, "displays": self.displays}
         return encode(header, {})
 
     @classmethod
@@ -561,5 +565,6 @@ class StreamInfo:
                    wavelengths_nm=_wavelengths(header, "stream"),
                    notices=f.texts(header, "notices", "stream", default=[]),
                    objects=legend, stale=f.boolean(header, "stale", "stream", default=False), age_ms=float(age),
+                   displays=f.integer(header, "displays", "stream", default=0),
                    seq=f.integer(header, "seq", "stream", default=0), hops=hops,
                    publisher=f.text(header, "publisher", "stream", default="", max_len=64))

@@ -7,13 +7,17 @@ import numpy as np
 
 from ..protocol import ObjectMask
 
+STALE_COLOUR = (255, 176, 0)  # amber: not an object colour, not the red of notices
+
 
 def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.45,
-                   notices: list[str] | None = None) -> np.ndarray:
+                   notices: list[str] | None = None, stale_s: float | None = None) -> np.ndarray:
     """uint8 (H, W, 3) RGB image: masks filled at ``alpha`` over ``rgb`` with a solid outline and
     the object's label; ``notices`` (e.g. "masks are meaningless") in a red band along the top,
     so even a screen that only shows the overlay image shows them; objects judged out of view
-    (``present`` false) named along the bottom, so a missing mask reads as "not in view", not as lost."""
+    (``present`` false) named along the bottom, so a missing mask reads as "not in view", not as lost.
+    ``stale_s`` (seconds since the newest result) greys the image out under a thick amber frame saying
+    STALE, so an old mask never passes for a live one."""
     out = rgb.copy()
     scale = max(0.8, min(out.shape[:2]) / 480)  # text legible from a 120-pixel phantom to a 1080p frame
     away = [obj for obj in objects if not obj.present]
@@ -29,6 +33,8 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
         cv2.drawContours(out, contours, -1, tuple(int(c) for c in obj.colour), 1)
         ys, xs = np.nonzero(obj.mask)
         _text(out, obj.label, (int(xs.min()), max(int(ys.min()) - 3, int(12 * scale))), obj.colour, scale)
+    if stale_s is not None:
+        _stale_marker(out, stale_s, scale)
     band = int(16 * scale)
     lines = [line for notice in notices or [] for line in _wrap(notice, out.shape[1] - 4, 0.4 * scale)]
     room = max(2, out.shape[0] // (4 * band))  # about a quarter of the image; the full text is in the mask messages
@@ -41,6 +47,20 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
         cv2.putText(out, line, (2, top + int(12 * scale)), cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale, (255, 255, 255), 1,
                     cv2.LINE_AA)
     return out
+
+
+def _stale_marker(image: np.ndarray, stale_s: float, scale: float) -> None:
+    grey = image.mean(axis=2, keepdims=True)
+    image[:] = np.round(image * 0.3 + grey * 0.4).astype(np.uint8)  # darker and washed out: not live
+    h, w = image.shape[:2]
+    thick = max(3, int(6 * scale))
+    cv2.rectangle(image, (0, 0), (w - 1, h - 1), STALE_COLOUR, thick)
+    text = f"STALE: no new mask for {stale_s:.1f} s"
+    size = 0.55 * scale
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, size, 2)
+    x, y = max(thick + 2, (w - tw) // 2), h // 2 + th // 2
+    cv2.rectangle(image, (x - 4, y - th - 6), (x + tw + 4, y + 6), (0, 0, 0), cv2.FILLED)
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, size, STALE_COLOUR, 2, cv2.LINE_AA)
 
 
 def _wrap(text: str, width: int, size: float) -> list[str]:

@@ -1,9 +1,16 @@
 """The publisher process: results in, mask and overlay broadcasts out, with a last-value cache.
 
-Displays subscribe to ``mask/<stream>/`` and ``overlay/<stream>/``. The XPUB socket sees
-every subscription, and the publisher answers each with the cached latest messages of the
-matching topics (at a limited rate, see ``replay``), so a late display shows the current
-state at once. Each display has its own bounded send buffer: a slow one loses its oldest
+Displays subscribe to ``<kind>/<stream>/``: ``mask`` (every result), ``stream`` (the stream's
+metadata and liveness, every result), ``overlay`` and ``image`` (the pseudo-RGB with and without
+the masks drawn in, every ``publisher.overlay_every`` results). The XPUB socket sees every
+subscription, and the publisher answers each with the cached latest messages of the matching
+topics (at a limited rate, see ``replay``), so a late display shows the current state at once.
+
+Staleness: when a stream's newest result is older than ``display.stale_after_s`` (worker stalled,
+camera stopped), the publisher sends, once, a ``stream`` message marked stale and the last overlay
+redrawn with the stale marker (both cached, so a display that joins later learns it too); the
+next result is live again. Displays also judge staleness by their own clock (the publisher may be
+the one that stopped). Each display has its own bounded send buffer: a slow one loses its oldest
 messages, nobody else waits. Every broadcast carries ``seq`` (per stream, +1 per result) and
 this run's ``publisher`` id, so displays can tell replays and restarts from new messages.
 """
@@ -14,12 +21,24 @@ import logging
 import secrets
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ProtocolError
-from ..protocol import MaskBroadcast, OverlayImage, SegmentationResult, encode_image, now_ns, stamp, topic
+from ..protocol import (
+    FrameImage,
+    MaskBroadcast,
+    OverlayImage,
+    SegmentationResult,
+    StreamInfo,
+    encode_image,
+    now_ns,
+    stamp,
+    topic,
+)
 from ..runtime import ProcessStats
 from ..settings import Settings
 from ..transport import PollLoop, SocketFactory, drain, send_nowait
@@ -29,6 +48,16 @@ from .replay import ReplayLimiter
 log = logging.getLogger(__name__)
 
 Broadcast = list[Any]  # [topic, header, array parts...], ready to send on the XPUB socket
+
+
+@dataclass
+class _Newest:
+    """A stream's newest result, kept to tell and show when it goes stale."""
+
+    result: SegmentationResult
+    seq: int
+    received: float  # publisher clock
+    stale: bool = False
 
 
 class Publisher:
@@ -48,6 +77,9 @@ class Publisher:
         self.seq: dict[str, int] = {}  # per stream, so a display of one stream sees no gaps from others
         self.replays = ReplayLimiter(self.settings.replay_min_interval_ms / 1000, self.settings.replay_max_per_s)
         self.clock = clock
+        self.stale_after_s = settings.display.stale_after_s
+        self.newest: dict[str, _Newest] = {}
+        self.subscriptions: Counter[bytes] = Counter()  # active subscriptions per prefix
 
     def messages(self, result: SegmentationResult) -> Iterator[tuple[bytes, list[Any]]]:
         """(topic, parts) to broadcast for one result: masks first (cheap, so they go out before
@@ -65,14 +97,65 @@ class Publisher:
                               hops=hops(), notices=result.notices, publisher=self.instance)
         parts = masks.to_parts()
         self.seq[result.stream_id] = seq
+        self.newest[result.stream_id] = _Newest(result, seq, self.clock())
         yield topic("mask", result.stream_id), parts
+        yield topic("stream", result.stream_id), self.stream_info(result.stream_id).to_parts()
         if (seq - 1) % self.settings.overlay_every == 0:
-            image = render_overlay(result.rgb, result.objects, self.settings.overlay_alpha, result.notices)
-            data = encode_image(image, self.settings.overlay_format, self.settings.jpeg_quality)
-            overlay = OverlayImage(stream_id=result.stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
-                                   encoding=self.settings.overlay_format, data=data, seq=seq, hops=hops(),
-                                   publisher=self.instance)
-            yield topic("overlay", result.stream_id), overlay.to_parts()
+            yield topic("overlay", result.stream_id), self.overlay(result, seq, hops()).to_parts()
+            data = encode_image(result.rgb, self.settings.overlay_format, self.settings.jpeg_quality)
+            plain = FrameImage(stream_id=result.stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
+                               encoding=self.settings.overlay_format, data=data, seq=seq, hops=hops(),
+                               publisher=self.instance)
+            yield topic("image", result.stream_id), plain.to_parts()
+
+    def overlay(self, result: SegmentationResult, seq: int, hops: list[list[Any]],
+                stale_s: float | None = None) -> OverlayImage:
+        """The result's overlay message (with the stale marker when ``stale_s`` is given)."""
+        image = render_overlay(result.rgb, result.objects, self.settings.overlay_alpha, result.notices, stale_s=stale_s)
+        data = encode_image(image, self.settings.overlay_format, self.settings.jpeg_quality)
+        return OverlayImage(stream_id=result.stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
+                            encoding=self.settings.overlay_format, data=data, seq=seq, hops=hops,
+                            publisher=self.instance, stale=stale_s is not None)
+
+    def stream_info(self, stream_id: str) -> StreamInfo:
+        """The stream's metadata and liveness as of now (its newest result must exist)."""
+        newest = self.newest[stream_id]
+        result = newest.result
+        return StreamInfo(stream_id=stream_id, frame_id=result.frame_id, capture_ns=result.capture_ns,
+                          size=(int(result.rgb.shape[0]), int(result.rgb.shape[1])), engine=result.engine,
+                          wavelengths_nm=list(result.wavelengths_nm), notices=list(result.notices),
+                          objects=[o.meta() for o in result.objects], stale=newest.stale,
+                          age_ms=round(max(0.0, self.clock() - newest.received) * 1000, 1), seq=newest.seq,
+                          hops=[list(h) for h in result.hops], publisher=self.instance,
+                          displays=self.displays(stream_id))
+
+    def displays(self, stream_id: str) -> int:
+        """Subscriptions held to ``stream_id``'s masks (a display of every stream counts too)."""
+        mask_topic = topic("mask", stream_id)
+        return sum(n for prefix, n in self.subscriptions.items() if n > 0 and mask_topic.startswith(prefix))
+
+    def due_stale(self) -> list[Broadcast]:
+        """For each stream that has just gone stale: its stream message marked stale and its overlay with
+        the stale marker, cached for displays that join later (see the module doc)."""
+        out: list[Broadcast] = []
+        now = self.clock()
+        for stream_id, newest in self.newest.items():
+            age = now - newest.received
+            if newest.stale or age <= self.stale_after_s:
+                continue
+            newest.stale = True
+            self.stats.count("streams_gone_stale")
+            log.info("stream %s is stale: no result for %.1f s", stream_id, age)
+            messages = [(topic("stream", stream_id), self.stream_info(stream_id).to_parts())]
+            try:
+                stale = self.overlay(newest.result, newest.seq, [list(h) for h in newest.result.hops], stale_s=age)
+                messages.append((topic("overlay", stream_id), stale.to_parts()))
+            except Exception as exc:  # the stream message still goes out
+                self.stats.error("overlays_failed", f"stale overlay of {stream_id}: {type(exc).__name__}: {exc}")
+            for t, parts in messages:
+                self.cache[t] = parts
+                out.append([t, *parts])
+        return out
 
     def on_results(self, messages: Iterable[list[Any]]) -> Iterator[Broadcast]:
         """Broadcasts for received ``result`` messages: the newest per stream only (the rest is counted as
@@ -118,8 +201,11 @@ class Publisher:
             event = bytes(parts[0]) if len(parts) == 1 else b""
             if event[:1] == b"\x00":
                 self.stats.count("unsubscriptions")
+                if self.subscriptions[event[1:]] > 0:
+                    self.subscriptions[event[1:]] -= 1
             elif event[:1] == b"\x01":
                 self.stats.count("subscriptions")
+                self.subscriptions[event[1:]] += 1
                 out.extend(self._subscribed(event[1:]))
             else:
                 self.stats.count("upstream_ignored")
@@ -169,7 +255,7 @@ def run_publisher(settings: Settings, stop: threading.Event, stats_file: Path | 
         # Results first: a subscription answered in the same pass then gets the newest state.
         loop.add(results, lambda: send(pub.on_results(drain(results))))
         loop.add(xpub, lambda: send(pub.on_upstream(drain(xpub))))
-        loop.run(tick=lambda: send(pub.due_replays()))
+        loop.run(tick=lambda: send([*pub.due_replays(), *pub.due_stale()]))
     stats.write(stats_file)
     log.info("publisher stopped: %s", dict(stats.counters))
     return stats

@@ -397,7 +397,8 @@ class Worker:
             stream.segmented_frame_id = frame.frame_id
         return SegmentationResult(stream_id=stream_id, frame_id=frame.frame_id, capture_ns=frame.capture_ns,
                                   rgb=frame.rgb, objects=objects, engine=self.engine.name,
-                                  hops=[list(h) for h in frame.hops], notices=notices)
+                                  hops=[list(h) for h in frame.hops], notices=notices,
+                                  wavelengths_nm=[float(v) for v in frame.wavelengths_nm])
 
     # -- latency -----------------------------------------------------------------------------
     def _observe_arrival(self, frame: CubeFrame, started_ns: int) -> None:

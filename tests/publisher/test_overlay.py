@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from samsa_stream.protocol import (
+    FrameImage,
     MaskBroadcast,
     ObjectMask,
     OverlayImage,
     SegmentationResult,
+    StreamInfo,
     decode_image,
     encode_image,
 )
@@ -62,18 +65,64 @@ def test_publisher_sends_masks_first_and_caches_per_topic() -> None:
     pub = Publisher(load_settings(overrides={"publisher": {"overlay_every": 2}}))
     result = SegmentationResult("cam0", 7, 11, rgb, objects, "spectral", hops=[["ingest_out", 12]], notices=["n"])
     first = list(pub.publish(result))
-    assert [b[0] for b in first] == [b"mask/cam0/", b"overlay/cam0/"]
+    assert [b[0] for b in first] == [b"mask/cam0/", b"stream/cam0/", b"overlay/cam0/", b"image/cam0/"]
     masks = MaskBroadcast.from_parts([bytes(p) for p in first[0][1:]])
     hops = [h[0] for h in masks.hops]
     assert masks.seq == 1 and masks.notices == ["n"] and hops == ["ingest_out", "publisher_in", "publisher_out"]
     np.testing.assert_array_equal(masks.objects[0].mask, objects[0].mask)
-    overlay = OverlayImage.from_parts([bytes(p) for p in first[1][1:]])
-    assert overlay.seq == 1 and decode_image(overlay.data).shape == rgb.shape
+    overlay = OverlayImage.from_parts([bytes(p) for p in first[2][1:]])
+    assert overlay.seq == 1 and decode_image(overlay.data).shape == rgb.shape and not overlay.stale
+    plain = FrameImage.from_parts([bytes(p) for p in first[3][1:]])
+    assert plain.seq == 1 and np.abs(decode_image(plain.data).astype(int) - rgb).max() <= 8  # JPEG of the bare frame
+    info = StreamInfo.from_parts([bytes(p) for p in first[1][1:]])
+    assert (info.frame_id, info.size, info.engine, info.notices, info.stale) == (7, (96, 128), "spectral", ["n"], False)
+    assert [o["label"] for o in info.objects] == ["liver"] and info.objects[0]["area"] == objects[0].mask.sum()
     second = list(pub.publish(SegmentationResult("cam0", 8, 12, rgb, objects, "spectral")))
-    assert [b[0] for b in second] == [b"mask/cam0/"]  # overlay_every = 2
+    assert [b[0] for b in second] == [b"mask/cam0/", b"stream/cam0/"]  # overlay_every = 2
     # The cache holds the newest message of each topic: frame 8's masks, frame 7's overlay.
     cached = {b[0]: b for b in pub.replay_cache(b"")}
-    assert sorted(cached) == [b"mask/cam0/", b"overlay/cam0/"]
+    assert sorted(cached) == [b"image/cam0/", b"mask/cam0/", b"overlay/cam0/", b"stream/cam0/"]
     assert MaskBroadcast.from_parts([bytes(p) for p in cached[b"mask/cam0/"][1:]]).frame_id == 8
     assert OverlayImage.from_parts([bytes(p) for p in cached[b"overlay/cam0/"][1:]]).frame_id == 7
     assert pub.replay_cache(b"mask/cam1/") == []
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_stream_without_results_goes_stale_once_and_live_with_the_next_result() -> None:
+    rgb, objects = scene()
+    clock = FakeClock()
+    pub = Publisher(load_settings(overrides={"display": {"stale_after_s": 2.0}}), clock=clock)
+    list(pub.publish(SegmentationResult("cam0", 7, 11, rgb, objects, "spectral")))
+    clock.now += 1.9
+    assert pub.due_stale() == []
+    clock.now += 0.2
+    stale = pub.due_stale()
+    assert [b[0] for b in stale] == [b"stream/cam0/", b"overlay/cam0/"]
+    info = StreamInfo.from_parts([bytes(p) for p in stale[0][1:]])
+    assert info.stale and info.seq == 1 and info.age_ms == pytest.approx(2100, abs=1)
+    overlay = OverlayImage.from_parts([bytes(p) for p in stale[1][1:]])
+    image = decode_image(overlay.data)
+    assert overlay.stale and overlay.seq == 1
+    assert image[1, 64, 0] > 200 and image[1, 64, 2] < 60  # the amber frame
+    assert pub.due_stale() == []  # once
+    cached = {b[0]: b for b in pub.replay_cache(b"stream/")}  # a display joining now learns it at once
+    assert StreamInfo.from_parts([bytes(p) for p in cached[b"stream/cam0/"][1:]]).stale
+    live = list(pub.publish(SegmentationResult("cam0", 8, 12, rgb, objects, "spectral")))
+    assert not StreamInfo.from_parts([bytes(p) for p in live[1][1:]]).stale
+
+
+def test_stream_info_counts_the_displays_subscribed_to_the_stream() -> None:
+    rgb, objects = scene()
+    pub = Publisher(load_settings())
+    list(pub.publish(SegmentationResult("cam0", 7, 11, rgb, objects, "spectral")))
+    pub.on_upstream([[b"\x01mask/cam0/"], [b"\x01mask/"], [b"\x01mask/cam1/"], [b"\x01overlay/cam0/"]])
+    assert pub.stream_info("cam0").displays == 2
+    pub.on_upstream([[b"\x00mask/"], [b"\x00mask/"]])  # an unsubscription never counts below zero
+    assert pub.stream_info("cam0").displays == 1

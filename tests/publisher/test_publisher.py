@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from samsa_stream.protocol import MaskBroadcast, ObjectMask, OverlayImage, SegmentationResult
+from samsa_stream.protocol import FrameImage, MaskBroadcast, ObjectMask, OverlayImage, SegmentationResult, StreamInfo
 from samsa_stream.publisher import process
 from samsa_stream.publisher.process import Publisher
 from samsa_stream.publisher.replay import ReplayLimiter
@@ -43,9 +43,12 @@ def result(stream: str = "cam0", frame_id: int = 3, objects: int = 1) -> Segment
                               notices=["check"])
 
 
-def decoded(broadcast: list[Any]) -> MaskBroadcast | OverlayImage:
-    parts = [bytes(p) for p in broadcast[1:]]
-    return MaskBroadcast.from_parts(parts) if broadcast[0].startswith(b"mask/") else OverlayImage.from_parts(parts)
+DECODERS: dict[bytes, Any] = {b"mask": MaskBroadcast, b"overlay": OverlayImage, b"image": FrameImage,
+                              b"stream": StreamInfo}
+
+
+def decoded(broadcast: list[Any]) -> MaskBroadcast | OverlayImage | StreamInfo:
+    return DECODERS[broadcast[0].split(b"/")[0]].from_parts([bytes(p) for p in broadcast[1:]])
 
 
 def test_every_broadcast_names_this_run_and_numbers_results_per_stream() -> None:
@@ -54,9 +57,9 @@ def test_every_broadcast_names_this_run_and_numbers_results_per_stream() -> None
     assert re.fullmatch(r"[0-9a-f]{16}", pub.instance) and pub.instance != other.instance
     sent = [list(pub.on_results([result(s, i).to_parts()])) for i, s in enumerate(["cam0", "cam1", "cam0", "cam0"])]
     topics = [[b[0] for b in batch] for batch in sent]
-    # cam0's 1st and 3rd results bring an overlay; cam1's first result does too (its own count)
-    assert topics == [[b"mask/cam0/", b"overlay/cam0/"], [b"mask/cam1/", b"overlay/cam1/"], [b"mask/cam0/"],
-                      [b"mask/cam0/", b"overlay/cam0/"]]
+    # cam0's 1st and 3rd results bring an overlay and image; cam1's first result does too (its own count)
+    with_images = [[f"{k}/{s}/".encode() for k in ("mask", "stream", "overlay", "image")] for s in ("cam0", "cam1")]
+    assert topics == [with_images[0], with_images[1], [b"mask/cam0/", b"stream/cam0/"], with_images[0]]
     messages = [decoded(b) for batch in sent for b in batch]
     assert {m.publisher for m in messages} == {pub.instance}
     assert [(m.stream_id, m.seq) for m in messages if isinstance(m, MaskBroadcast)] == [
@@ -81,10 +84,10 @@ def test_an_overlay_that_fails_to_render_costs_only_the_overlay(monkeypatch: pyt
 
     monkeypatch.setattr(process, "render_overlay", broken)
     sent = list(pub.on_results([result().to_parts()]))
-    assert [b[0] for b in sent] == [b"mask/cam0/"] and decoded(sent[0]).seq == 1
+    assert [b[0] for b in sent] == [b"mask/cam0/", b"stream/cam0/"] and decoded(sent[0]).seq == 1
     assert pub.stats.counters["overlays_failed"] == 1 and "MemoryError" in pub.stats.errors[-1]
     monkeypatch.undo()
-    assert [decoded(b).seq for b in pub.on_results([result().to_parts()])] == [2, 2]
+    assert [decoded(b).seq for b in pub.on_results([result().to_parts()])] == [2, 2, 2, 2]
 
 
 def test_a_result_whose_masks_fail_to_encode_is_a_counted_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,5 +243,4 @@ def test_mutated_results_are_rejected_or_published_never_fatal(batch: list[list[
     assert handled == len(batch)
     for broadcast in out:
         message = decoded(broadcast)  # whatever went out is a well-formed broadcast
-        kind = "mask" if isinstance(message, MaskBroadcast) else "overlay"
-        assert broadcast[0] == f"{kind}/{message.stream_id}/".encode()
+        assert broadcast[0] == f"{message.TYPE.removesuffix('s')}/{message.stream_id}/".encode()
