@@ -34,7 +34,7 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
         ys, xs = np.nonzero(obj.mask)
         _text(out, obj.label, (int(xs.min()), max(int(ys.min()) - 3, int(12 * scale))), obj.colour, scale)
     if stale_s is not None:
-        _stale_marker(out, stale_s, scale)
+        draw_stale_marker(out, stale_s)
     band = int(16 * scale)
     lines = [line for notice in notices or [] for line in _wrap(notice, out.shape[1] - 4, 0.4 * scale)]
     room = max(2, out.shape[0] // (4 * band))  # about a quarter of the image; the full text is in the mask messages
@@ -49,7 +49,9 @@ def render_overlay(rgb: np.ndarray, objects: list[ObjectMask], alpha: float = 0.
     return out
 
 
-def _stale_marker(image: np.ndarray, stale_s: float, scale: float) -> None:
+def draw_stale_marker(image: np.ndarray, stale_s: float) -> None:
+    """Mark ``image`` (RGB, in place) as not live: washed out, under an amber frame saying STALE."""
+    scale = max(0.8, min(image.shape[:2]) / 480)
     grey = image.mean(axis=2, keepdims=True)
     image[:] = np.round(image * 0.3 + grey * 0.4).astype(np.uint8)  # darker and washed out: not live
     h, w = image.shape[:2]

@@ -31,8 +31,8 @@ def test_headless_view_records_masks_and_overlays(tmp_path: Path) -> None:
     viewer.start()
     try:
         subscribed: set[bytes] = set()
-        assert wait_until(lambda: pub.poll(100) and subscribed.add(pub.recv()) is None and len(subscribed) == 2, 10)
-        assert subscribed == {b"\x01mask/cam0/", b"\x01overlay/cam0/"}
+        assert wait_until(lambda: pub.poll(100) and subscribed.add(pub.recv()) is None and len(subscribed) == 3, 10)
+        assert subscribed == {b"\x01mask/cam0/", b"\x01overlay/cam0/", b"\x01stream/cam0/"}
         for parts in (mask_message(1), mask_message(1), [b"mask/cam0/", b"junk"], overlay_message(1),
                       overlay_message(2), mask_message(2, stream="cam0x", topic_stream="cam0")):
             pub.send_multipart(parts)
@@ -64,3 +64,43 @@ def test_the_stream_must_be_a_stream_id() -> None:
     proc = subprocess.run([sys.executable, "-m", "samsa_stream", "view", "--stream", "cam0/x", "--headless"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "view.stream_id" in proc.stderr
+
+
+def test_headless_view_marks_a_stream_that_goes_stale(tmp_path: Path) -> None:
+    """No new mask for display.stale_after_s: one PNG of the last overlay with the stale marker and a
+    'stale' line; a new mask makes it live again (and a later stall is marked again)."""
+    import cv2
+
+    out = tmp_path / "view"
+    settings = load_settings(overrides={"endpoints": {"broadcast": f"ipc://{tmp_path}/broadcast"},
+                                        "display": {"stale_after_s": 0.3},
+                                        "view": {"headless": True, "out": str(out)}})
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(settings.endpoints.broadcast)
+    stop = threading.Event()
+    viewer = threading.Thread(target=run_view, args=(settings, stop, None))
+    viewer.start()
+    log = out / "masks.jsonl"
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    try:
+        subscribed: set[bytes] = set()
+        assert wait_until(lambda: pub.poll(100) and subscribed.add(pub.recv()) is None and len(subscribed) == 3, 10)
+        pub.send_multipart(mask_message(1))
+        pub.send_multipart(overlay_message(1))
+        assert wait_until(lambda: len(list(out.glob("overlay_*_stale.png"))) == 1, timeout=10)
+        assert [line.get("stale", False) for line in lines()] == [False, True]
+        pub.send_multipart(mask_message(2))
+        assert wait_until(lambda: sum(line.get("stale", False) for line in lines()) == 2, timeout=10)
+    finally:
+        stop.set()
+        viewer.join(10)
+        pub.close()
+        ctx.term()
+    (marked,) = out.glob("overlay_*_stale.png")
+    image = cv2.imread(str(marked))[..., ::-1]
+    assert image[0, 0, 0] > 200 and image[0, 0, 2] < 60  # the amber frame

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from samsa_stream.display.subscriber import Subscriber
 from samsa_stream.node import LocalNode
 from tests.integration.conftest import FAST, console_for, latest_frame
 
@@ -30,8 +31,15 @@ def test_status_reports_counters_and_objects(tmp_path) -> None:
         state = json.loads(proc.stdout)
         assert state["counters"]["frames_processed"] > 0 and state["engine"] == "spectral"
         assert state["streams"]["cam0"]["objects"][0]["label"] == "liver"
+        published = state["publisher_streams"]["cam0"]
+        assert published["displays"] == 0 and published["engine"] == "spectral" and not published["stale"]
+        with Subscriber(node.settings, ["cam0"]) as display:  # a display: the publisher counts it
+            assert display.receive(20_000) is not None
+            displays = json.loads(status_cli(node, "--json").stdout)["publisher_streams"]["cam0"]["displays"]
+        assert displays == 1
         text = status_cli(node).stdout
         assert "frames_processed" in text and "1 'liver' (1 click(s))" in text
+        assert "publisher stream cam0: live, 0 display(s) subscribed" in text
 
 
 def test_status_without_a_worker_says_so(tmp_path) -> None:
