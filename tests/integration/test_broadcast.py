@@ -128,3 +128,35 @@ def test_a_peer_re_subscribing_in_a_loop_does_not_flood_the_others(node: LocalNo
             late.close()
         peer.close()
         ctx.term()
+
+
+def test_a_stopped_camera_makes_the_stream_stale_everywhere_and_a_late_display_learns_it_at_once(
+        node: LocalNode) -> None:
+    """The camera stops: a display already watching sees the stream go stale (the publisher's stream
+    message, and by its own clock); a display that joins then gets the stale state in its first
+    messages, with the image size, wavelengths and legend; the camera coming back makes it live."""
+    start_all(node)
+    console = console_for(node)
+    kinds = ("mask", "overlay", "stream")
+    watching = Subscriber(node.settings, ["cam0"], kinds=kinds)
+    try:
+        click_object(node, console)
+        assert next_update(watching, lambda u: u.kind == "stream" and u.info.objects, 30) is not None
+        node.stop("ingest")
+        stale = next_update(watching, lambda u: u.kind == "stream" and u.info.stale, 30)
+        assert stale is not None and stale.info.age_ms > node.settings.display.stale_after_s * 1000
+        assert watching.stale("cam0")
+        marked = next_update(watching, lambda u: u.kind == "overlay" and u.overlay.stale, 10)
+        assert marked is not None and marked.image is not None
+        with Subscriber(node.settings, ["cam0"], kinds=kinds) as late:
+            info = next_update(late, lambda u: u.kind == "stream", 10)
+            assert info is not None and info.info.stale
+            assert info.info.size == (60, 80) and len(info.info.wavelengths_nm) == 24
+            assert [o["id"] for o in info.info.objects] == [1] and info.info.displays >= 1
+            assert wait_until(lambda: (late.drain(), late.latest("cam0") is not None)[1], timeout=10)
+            assert late.stale("cam0")  # the replayed mask is old news: stale from its first moment
+        node.start("ingest")
+        assert wait_until(lambda: (watching.drain(), not watching.stale("cam0"))[1], timeout=30)
+    finally:
+        console.close()
+        watching.close()
