@@ -118,10 +118,13 @@ def compose(stream_id: str, version: int, mask: Update | None, image: Update | N
     """The frame of ``stream_id`` from the newest updates the server holds."""
     header = frame_header(stream_id, mask, image, info, stale, now_ns)
     header["version"] = version
-    rles = [rle_encode(o.mask) for o in mask.masks.objects] if mask is not None and mask.masks is not None else []
-    if mask is None:
-        header["objects"] = header["objects"] if not rles else header["objects"]
-        rles = [np.asarray([0], "<u4") for _ in header["objects"]]  # legend only: nothing to draw
+    if mask is not None and mask.masks is not None:
+        rles = [rle_encode(o.mask) for o in mask.masks.objects]
+    elif header["size"] is not None:  # legend only (no mask yet): every object drawn empty
+        h, w = header["size"]
+        rles = [np.asarray([h * w], "<u4") for _ in header["objects"]]
+    else:
+        header["objects"], rles = [], []
     data = image.overlay.data if image is not None and image.overlay is not None else None
     return Frame(stream_id, version, header, encode_frame(header, data, rles))
 
