@@ -6,6 +6,7 @@ Environment variables are ``SAMSA_<SECTION>__<FIELD>``, e.g. ``SAMSA_WORKER__ENG
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from contextvars import ContextVar
@@ -293,8 +294,17 @@ class IgtlSettings(_Section):
     overlay_device: str = Field("SamsaOverlay", min_length=1, max_length=20, description=(
         "device name of the RGB overlay image"))
     send_overlay: bool = Field(False, description="also send the RGB overlay")
-    spacing_mm: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="pixel spacing (x, y, z) in mm")
+    spacing_mm: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description=(
+        "pixel spacing (column, row, slice) in mm; a negative value flips that axis (e.g. [-s, -s, 1] shows "
+        "the camera image upright in Slicer's axial view)"))
     origin_mm: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="image origin (x, y, z) in mm")
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _nonzero_spacing(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(not math.isfinite(v) or v == 0 for v in value):
+            raise ValueError(f"every spacing must be a finite, non-zero number of mm, got {list(value)}")
+        return value
 
 
 class LogSettings(_Section):
