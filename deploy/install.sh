@@ -19,3 +19,4 @@ systemd-tmpfiles --create /etc/tmpfiles.d/samsa-stream.conf
 cp "$src"/systemd/*.service "$src"/systemd/*.target /etc/systemd/system/
 systemctl daemon-reload
 echo "Edit /etc/samsa-stream/samsa.toml, then: systemctl enable --now samsa-stream.target"
+echo "Displays on this host: systemctl enable --now samsa-stream-web (browser) samsa-stream-igtl (3D Slicer)"
