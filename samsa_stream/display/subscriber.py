@@ -40,6 +40,7 @@ from ..protocol import (
     FrameImage,
     MaskBroadcast,
     OverlayImage,
+    PromptEvent,
     StreamInfo,
     check_stream_id,
     decode_image,
@@ -50,11 +51,11 @@ from ..runtime import ProcessStats
 from ..settings import Settings
 from ..transport import SocketFactory, drain
 
-Kind = Literal["mask", "overlay", "image", "stream"]
+Kind = Literal["mask", "overlay", "image", "stream", "prompt"]
 KINDS: tuple[Kind, ...] = ("mask", "overlay")  # what a display subscribes to unless it asks for others
-ALL_KINDS: tuple[Kind, ...] = ("mask", "overlay", "image", "stream")
+ALL_KINDS: tuple[Kind, ...] = ("mask", "overlay", "image", "stream", "prompt")
 _DECODERS: dict[str, Any] = {"mask": MaskBroadcast, "overlay": OverlayImage, "image": FrameImage,
-                             "stream": StreamInfo}
+                             "stream": StreamInfo, "prompt": PromptEvent}
 _MAX_TOPIC = 80  # bytes: the longest kind, a 64-character stream id and two slashes fit
 
 
@@ -74,6 +75,7 @@ class Update:
     overlay: OverlayImage | None = None
     image: np.ndarray | None = None  # the overlay or frame image decoded: RGB uint8 (H, W, 3)
     info: StreamInfo | None = None
+    event: PromptEvent | None = None  # for ``prompt``: a prompt the worker handled
 
 
 @dataclass
@@ -142,7 +144,7 @@ class Subscriber:
         received = now_ns()
         try:
             kind, stream = self._topic(parts)
-            message: MaskBroadcast | OverlayImage | StreamInfo = _DECODERS[kind].from_parts(parts[1:])
+            message: MaskBroadcast | OverlayImage | StreamInfo | PromptEvent = _DECODERS[kind].from_parts(parts[1:])
             if message.stream_id != stream:
                 raise ProtocolError(f"{kind} message of stream {message.stream_id!r} came on the topic of {stream!r}")
         except ProtocolError as exc:
@@ -173,6 +175,10 @@ class Subscriber:
             if missed:
                 self.stats.count("masks_missed", missed)
             self.stats.observe("capture_to_display", (received - message.capture_ns) / 1e6)
+        elif isinstance(message, PromptEvent):
+            update = Update("prompt", stream, message.frame_id or 0, message.seq, message.publisher, received,
+                            event=message)
+            self.stats.count("prompt_events_received")
         elif isinstance(message, StreamInfo):
             update = Update("stream", stream, message.frame_id, message.seq, message.publisher, received, info=message)
             self.stats.count("stream_infos_received")

@@ -14,6 +14,7 @@ from .messages import (
     MaskBroadcast,
     ObjectMask,
     OverlayImage,
+    PromptEvent,
     PromptReply,
     PromptRequest,
     RemovePrompt,
@@ -38,8 +39,8 @@ def topic(kind: str, stream_id: str) -> bytes:
 
 __all__ = [
     "INT64_MAX", "PROMPTS", "PROMPT_OPS", "PROTOCOL_VERSION", "STREAM_ID_PATTERN", "ClickPrompt", "CubeFrame",
-    "FrameImage", "MaskBroadcast", "StreamInfo", "ObjectMask", "OverlayImage", "PromptReply", "PromptRequest",
-    "ProtocolError", "RemovePrompt", "ResetPrompt", "SegmentationResult", "StatePrompt", "StatusPrompt",
-    "StreamPrompt", "UndoPrompt", "check_cube", "check_stream_id", "decode", "decode_image", "decode_prompt",
-    "encode", "encode_image", "now_ns", "rle_decode", "rle_encode", "stamp", "topic",
+    "FrameImage", "MaskBroadcast", "StreamInfo", "ObjectMask", "OverlayImage", "PromptEvent", "PromptReply",
+    "PromptRequest", "ProtocolError", "RemovePrompt", "ResetPrompt", "SegmentationResult", "StatePrompt",
+    "StatusPrompt", "StreamPrompt", "UndoPrompt", "check_cube", "check_stream_id", "decode", "decode_image",
+    "decode_prompt", "encode", "encode_image", "now_ns", "rle_decode", "rle_encode", "stamp", "topic",
 ]

@@ -324,6 +324,51 @@ class PromptReply:
 
 
 @dataclass
+class PromptEvent:
+    """Worker -> publisher -> displays and recorders: one prompt request that changed (or tried to change)
+    a stream's prompts, and what came of it. Queries (state, status) are not events. The worker sends
+    it on the results link in order with its results, so a recording holds the session's clicks where
+    they happened."""
+
+    TYPE: ClassVar[str] = "prompt_event"
+    stream_id: str
+    request: dict[str, Any]  # the request's header as decoded (op, request_id and the op's fields)
+    ok: bool
+    error: str | None = None
+    frame_id: int | None = None  # the frame it applied on: a click's frame as the worker resolved it, else the newest
+    revision: int = 0  # the stream's prompt revision after it
+    handled_ns: int = 0  # wall clock when the worker handled it
+    seq: int = 0  # publisher: +1 per event of the stream (0 from the worker)
+    publisher: str = ""  # the publisher run that numbered ``seq``
+
+    def to_parts(self) -> list[Any]:
+        return encode({"type": self.TYPE, "stream": self.stream_id, "request": self.request, "ok": self.ok,
+                       "error": self.error, "frame_id": self.frame_id, "revision": self.revision,
+                       "handled_ns": self.handled_ns, "seq": self.seq, "publisher": self.publisher})
+
+    @classmethod
+    def from_parts(cls, parts: list[Any]) -> PromptEvent:
+        header, _ = decode(parts, cls.TYPE)
+        what = "prompt event"
+        request = f.mapping(header, "request", what)
+        f.text(request, "op", f"{what}: request", max_len=32)
+        return cls(stream_id=f.stream(header, what), request=request, ok=f.boolean(header, "ok", what),
+                   error=f.text(header, "error", what, default=None),
+                   frame_id=f.integer(header, "frame_id", what, default=None),
+                   revision=f.integer(header, "revision", what, default=0),
+                   handled_ns=f.integer(header, "handled_ns", what, default=0),
+                   seq=f.integer(header, "seq", what, default=0),
+                   publisher=f.text(header, "publisher", what, default="", max_len=64))
+
+    def prompt(self) -> PromptRequest:
+        """The request to send again to reproduce the event (a click on the frame it applied on)."""
+        header = {**self.request, "type": PromptRequest.TYPE, "stream": self.stream_id}
+        if header.get("op") == ClickPrompt.OP and self.frame_id is not None:
+            header["frame_id"] = self.frame_id
+        return decode_prompt(encode(header))
+
+
+@dataclass
 class ObjectMask:
     """One object's segmentation on one frame."""
 

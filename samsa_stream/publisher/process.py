@@ -27,11 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from ..errors import ProtocolError
 from ..protocol import (
     FrameImage,
     MaskBroadcast,
     OverlayImage,
+    PromptEvent,
     SegmentationResult,
     StreamInfo,
     encode_image,
@@ -80,6 +83,7 @@ class Publisher:
         self.stale_after_s = settings.display.stale_after_s
         self.newest: dict[str, _Newest] = {}
         self.subscriptions: Counter[bytes] = Counter()  # active subscriptions per prefix
+        self.prompt_seq: dict[str, int] = {}
 
     def messages(self, result: SegmentationResult) -> Iterator[tuple[bytes, list[Any]]]:
         """(topic, parts) to broadcast for one result: masks first (cheap, so they go out before
@@ -158,11 +162,19 @@ class Publisher:
         return out
 
     def on_results(self, messages: Iterable[list[Any]]) -> Iterator[Broadcast]:
-        """Broadcasts for received ``result`` messages: the newest per stream only (the rest is counted as
-        superseded: the publisher fell behind, and only the newest is worth showing)."""
+        """Broadcasts for received ``result`` and ``prompt_event`` messages. Of a stream's results, the
+        newest only (the rest is counted as superseded: the publisher fell behind, and only the newest
+        is worth showing); a prompt event goes out after the results that came before it and before
+        those after it, so recorders see clicks where they happened."""
         newest: dict[str, SegmentationResult] = {}
         for parts in messages:
             try:
+                if _message_type(parts) == PromptEvent.TYPE:
+                    event = PromptEvent.from_parts(parts)
+                    if event.stream_id in newest:
+                        yield from self.publish(newest.pop(event.stream_id))
+                    yield self.prompt_event(event)
+                    continue
                 result = SegmentationResult.from_parts(parts)
             except ProtocolError as exc:
                 self.stats.error("results_rejected", str(exc))
@@ -172,6 +184,14 @@ class Publisher:
             newest[result.stream_id] = result
         for result in newest.values():
             yield from self.publish(result)
+
+    def prompt_event(self, event: PromptEvent) -> Broadcast:
+        """The broadcast of one prompt event, numbered per stream (not cached: it is news only once)."""
+        seq = self.prompt_seq.get(event.stream_id, 0) + 1
+        self.prompt_seq[event.stream_id] = seq
+        self.stats.count("prompt_events_published")
+        out = PromptEvent(**{**event.__dict__, "seq": seq, "publisher": self.instance})
+        return [topic("prompt", event.stream_id), *out.to_parts()]
 
     def publish(self, result: SegmentationResult) -> Iterator[Broadcast]:
         """Broadcasts for one decoded result, each cached per topic as it is yielded (send it then: the masks
@@ -235,6 +255,15 @@ class Publisher:
         self.stats.count("replays")
         self.stats.count("replay_messages", len(out))
         return out
+
+
+def _message_type(parts: list[Any]) -> Any:
+    """The ``type`` a message's header names (None when the header cannot be read: its decoder says why)."""
+    try:
+        header = msgpack.unpackb(bytes(parts[0]) if parts else b"", raw=False)
+    except Exception:  # any unreadable header: the full decode names the problem
+        return None
+    return header.get("type") if isinstance(header, dict) else None
 
 
 def run_publisher(settings: Settings, stop: threading.Event, stats_file: Path | None = None) -> ProcessStats:

@@ -28,7 +28,7 @@ import numpy as np
 import zmq
 
 from ..errors import ProtocolError, TransportError
-from ..protocol import CubeFrame, SegmentationResult, now_ns, stamp, topic
+from ..protocol import CubeFrame, PromptEvent, SegmentationResult, now_ns, stamp, topic
 from ..runtime import ProcessStats
 from ..settings import Settings
 from .mailbox import Mailbox
@@ -102,10 +102,10 @@ class FrameLink(ABC):
 
 
 class ResultSink(ABC):
-    """The worker's end of the results link."""
+    """The worker's end of the results link: results and the prompt events between them, in order."""
 
     @abstractmethod
-    def send(self, result: SegmentationResult) -> bool:
+    def send(self, result: SegmentationResult | PromptEvent) -> bool:
         """Send without blocking; False when the receiver is absent or behind (the result is dropped)."""
 
     @abstractmethod
@@ -243,7 +243,7 @@ class SocketResultSink(ResultSink):
     def __init__(self, sock: zmq.Socket) -> None:
         self.sock = sock
 
-    def send(self, result: SegmentationResult) -> bool:
+    def send(self, result: SegmentationResult | PromptEvent) -> bool:
         return send_nowait(self.sock, result.to_parts())
 
     def close(self) -> None:
@@ -279,12 +279,12 @@ class InProcessResultSink(ResultSink):
     """Keeps up to ``capacity`` results for a test to ``take``; a full sink drops (False), as a full socket does."""
 
     def __init__(self, capacity: int = 64) -> None:
-        self.mailbox: Mailbox[SegmentationResult] = Mailbox(capacity)
+        self.mailbox: Mailbox[SegmentationResult | PromptEvent] = Mailbox(capacity)
 
-    def send(self, result: SegmentationResult) -> bool:
+    def send(self, result: SegmentationResult | PromptEvent) -> bool:
         return self.mailbox.put(result)
 
-    def take_all(self) -> list[SegmentationResult]:
+    def take_all(self) -> list[SegmentationResult | PromptEvent]:
         return self.mailbox.take_all()
 
     def close(self) -> None:

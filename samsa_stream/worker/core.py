@@ -41,6 +41,7 @@ from ..protocol import (
     ClickPrompt,
     CubeFrame,
     ObjectMask,
+    PromptEvent,
     PromptReply,
     PromptRequest,
     RemovePrompt,
@@ -68,6 +69,7 @@ STATUS_BYTES = 256 * 1024  # a status reply above this lists less per stream (se
 STATUS_DETAIL = ("clicks", "objects", "counts")
 TRACK_SUFFIX = ".track"
 MAX_TRACK_FILE = 64 * 2**20  # bytes; a saved SAM2 track at 1024 px is about 6 MiB
+MAX_PROMPT_EVENTS = 1024  # handled prompts waiting to go out on the results link
 UNCALIBRATED_NOTICE = ("uncalibrated: raw counts scaled to [0, 1] (ingest.raw_counts = scale); "
                        "spectra are not reflectance")
 
@@ -131,6 +133,7 @@ class Worker:
         self.stats.info["engine"] = self.engine.name
         self.clock = clock
         self.streams: dict[str, StreamState] = {}
+        self.events: deque[PromptEvent] = deque()  # handled prompts for the results link (``take_events``)
         self.state_file: Path | None = settings.worker.state_file
         self.tracks_dir: Path | None = None
         if self.state_file is not None:
@@ -179,9 +182,10 @@ class Worker:
             return PromptReply(request.request_id, True, state=stream.book.state() if stream else _empty_state())
         # Without a stream, undo/remove/reset run on an empty book: the same answer, nothing kept.
         book = stream.book if stream is not None else PromptBook()
+        applied_on = stream.last_frame_id if stream is not None else None
         try:
             if isinstance(request, ClickPrompt):
-                self._click(stream, request)
+                applied_on = self._click(stream, request)
             elif isinstance(request, UndoPrompt):
                 book.undo(request.object_id)
             elif isinstance(request, RemovePrompt):
@@ -191,7 +195,9 @@ class Worker:
             else:
                 raise PromptError(f"op {request.OP!r} is not served by this worker")
         except (PromptError, SpectralError) as exc:
+            self._event(request, False, str(exc), applied_on, book.revision)
             return self._reject(request, str(exc), book)
+        self._event(request, True, None, applied_on, book.revision)
         self.stats.count("prompts_applied")
         if stream is None:  # a reset of a stream never seen: nothing to keep
             return PromptReply(request.request_id, True, state=book.state())
@@ -204,13 +210,30 @@ class Worker:
         warnings = [f"{request.OP} applied but not saved: {unsaved}"] if unsaved else []
         return PromptReply(request.request_id, True, state=stream.book.state(), warnings=warnings)
 
+    def _event(self, request: StreamPrompt, ok: bool, error: str | None, frame_id: int | None, revision: int) -> None:
+        """Queue what came of a prompt for the results link (recorders see the session's clicks there)."""
+        if len(self.events) >= MAX_PROMPT_EVENTS:
+            self.events.popleft()
+            self.stats.count("prompt_events_dropped")
+        fields = {k: v for k, v in request.header().items() if v is not None and k not in ("type", "stream")}
+        self.events.append(PromptEvent(stream_id=request.stream_id, request=fields, ok=ok,
+                                       error=None if error is None else _bounded(error), frame_id=frame_id,
+                                       revision=revision, handled_ns=now_ns()))
+
+    def take_events(self) -> list[PromptEvent]:
+        """The handled prompts not yet sent, oldest first (and forget them)."""
+        out = list(self.events)
+        self.events.clear()
+        return out
+
     def _reject(self, request: PromptRequest, why: str, book: PromptBook | None = None) -> PromptReply:
         where = f" on {request.stream_id}" if isinstance(request, StreamPrompt) else ""
         self.stats.error("prompts_rejected", f"{request.OP}{where}: {why}")
         return PromptReply(request.request_id, False, error=_bounded(why),
                            state=book.state() if book is not None else _empty_state())
 
-    def _click(self, stream: StreamState | None, request: ClickPrompt) -> None:
+    def _click(self, stream: StreamState | None, request: ClickPrompt) -> int:
+        """Apply a click; the id of the frame it was applied on."""
         oid = request.object_id
         if not isinstance(oid, int) or isinstance(oid, bool) or not 1 <= oid <= MAX_OBJECT_ID:
             raise PromptError(f"object id must be an integer 1..{MAX_OBJECT_ID}, got {oid!r:.40}")
@@ -234,6 +257,7 @@ class Worker:
         memory = stream.memory.setdefault(oid, ObjectMemory())
         if positive and frame is not stream.frames[-1]:
             memory.clear_track()  # re-anchor on the click, not on a mask from before it
+        return frame.frame_id
 
     def status(self) -> dict[str, Any]:
         """Counters, latencies, recent errors and every stream's state, small enough for one reply.

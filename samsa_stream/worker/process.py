@@ -67,6 +67,15 @@ def _serve_prompts(sock: zmq.Socket, worker: Worker) -> None:
             worker.stats.count("replies_dropped")  # the console stopped reading; it times out and asks again
 
 
+def _send_events(worker: Worker, results: ResultSink) -> None:
+    """Send the prompts just handled, ahead of the results they lead to."""
+    for event in worker.take_events():
+        if results.send(event):
+            worker.stats.count("prompt_events_sent")
+        else:
+            worker.stats.count("prompt_events_dropped")
+
+
 def _publish_dirty(worker: Worker, frames: FrameReceiver, results: ResultSink, between: Callable[[], None]) -> None:
     """Segment every stream with a new frame or changed prompts and send the results; ``between``
     runs after each stream (serving prompts), so it may add, change or evict streams."""
@@ -119,12 +128,16 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
             prompts = sockets.socket("prompts_server")
             sink = results or SocketResultSink(sockets.socket("results_out"))
             loop = PollLoop(stop, settings.sockets.poll_ms, stats)
-            loop.add(prompts, lambda: _serve_prompts(prompts, worker))
+            def serve_prompts() -> None:
+                _serve_prompts(prompts, worker)
+                _send_events(worker, sink)
+
+            loop.add(prompts, serve_prompts)
             loop.add(frames.pollable, lambda: _take_frames(frames, worker))
 
             def serve_waiting_prompts() -> None:
                 if loop.ready(prompts):
-                    _serve_prompts(prompts, worker)  # keep clicks responsive between streams
+                    serve_prompts()  # keep clicks responsive between streams
 
             loop.run(lambda: _publish_dirty(worker, frames, sink, serve_waiting_prompts))
         finally:
