@@ -65,7 +65,7 @@ def test_clicks_in_the_page_become_masks_and_the_stale_marker_follows_the_worker
                 finally:
                     browser.close()
             status = node.stats("web") if node.stop("web") == 0 else {}
-            assert status["counters"]["prompts_forwarded"] >= 3 and status["counters"]["frames_sent"] > 10
+            assert status["counters"]["prompts_forwarded"] >= 3 and status["counters"]["frames_sent"] > 0
         except BaseException:
             for name in node.procs:  # a failing test shows what each process said
                 print(f"--- {name} log ---\n{node.log_text(name)[-3000:]}")
@@ -124,6 +124,8 @@ def _session(page: Any, cam: Any, node: LocalNode, shots: Path) -> None:
     assert page.locator("#stale").is_visible()
     page.screenshot(path=str(shots / "web-stale.png"))
     node.start("worker")
+    stalled_at = page.evaluate("window.samsa.framesReceived")
     page.wait_for_function(live, timeout=WAIT_MS)
     assert not page.locator("#stale").is_visible()
-    assert page.evaluate("window.samsa.framesReceived") > 10
+    # live again means new frames: wait for one more than at the stall (no count that depends on timing)
+    page.wait_for_function(f"() => window.samsa.framesReceived > {stalled_at}", timeout=WAIT_MS)
