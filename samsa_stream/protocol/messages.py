@@ -37,6 +37,15 @@ def _stream_fields(header: dict[str, Any], what: str) -> tuple[str, int, int, li
             f.hops(header, what))
 
 
+def _size(header: dict[str, Any], what: str) -> tuple[int, int]:
+    """The header's ``size``: [H, W], positive integers within the limits."""
+    size = header.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size)):
+        raise ProtocolError(f"{what}: 'size' must be [H, W] with positive integers, got {size!r:.80}")
+    _check_size(size[0], size[1], what)
+    return size[0], size[1]
+
+
 def _check_size(h: int, w: int, what: str) -> None:
     if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE and h * w <= MAX_PIXELS):
         raise ProtocolError(f"{what}: image size {h} x {w} is outside 1..{MAX_SIDE} per side "
@@ -483,18 +492,15 @@ class MaskBroadcast:
     def from_parts(cls, parts: list[Any]) -> MaskBroadcast:
         header, arrays = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "masks")
-        size = header.get("size")
-        if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size)):
-            raise ProtocolError(f"masks: 'size' must be [H, W] with positive integers, got {size!r:.80}")
-        _check_size(size[0], size[1], "masks")
+        size = _size(header, "masks")
         metas = _object_meta(header, "masks")
         masks = []
         for i in range(len(metas)):
             counts = _array(arrays, f"rle{i}", "masks")
             if counts.dtype != np.dtype("<u4"):
                 raise ProtocolError(f"masks: rle{i} must be uint32 run lengths, got {counts.dtype}")
-            masks.append(rle_decode(counts, (size[0], size[1])))
-        return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, size=(size[0], size[1]),
+            masks.append(rle_decode(counts, size))
+        return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, size=size,
                    objects=_objects_from_meta(metas, masks),
                    engine=f.text(header, "engine", "masks", default="", max_len=64),
                    seq=f.integer(header, "seq", "masks", default=0), hops=hops,
@@ -593,10 +599,7 @@ class StreamInfo:
     def from_parts(cls, parts: list[Any]) -> StreamInfo:
         header, _ = decode(parts, cls.TYPE)
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "stream")
-        size = header.get("size")
-        if not (isinstance(size, list) and len(size) == 2 and all(type(n) is int for n in size)):
-            raise ProtocolError(f"stream: 'size' must be [H, W] with positive integers, got {size!r:.80}")
-        _check_size(size[0], size[1], "stream")
+        size = _size(header, "stream")
         legend = []
         for meta in _object_meta(header, "stream"):
             legend.append({**meta, "colour": list(meta["colour"])})
@@ -605,7 +608,7 @@ class StreamInfo:
         age = f.number(header, "age_ms", "stream", default=0.0)
         if not math.isfinite(age) or age < 0:
             raise ProtocolError(f"stream: 'age_ms' must be a finite number >= 0, got {age!r}")
-        return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, size=(size[0], size[1]),
+        return cls(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns, size=size,
                    engine=f.text(header, "engine", "stream", default="", max_len=64),
                    wavelengths_nm=_wavelengths(header, "stream"),
                    notices=f.texts(header, "notices", "stream", default=[]),

@@ -86,13 +86,13 @@ def test_overlays_are_decoded_and_tracked_apart_from_masks(display: Subscriber) 
     (mask_message(1, stream="cam0x", topic_stream="cam0"), "came on the topic of"),  # stream field != topic
     (mask_message(1, stream="cam1"), "not one this display subscribed to"),
     ([b"mask/cam0/x/", *mask_message(1)[1:]], "'cam0/x' is not a stream id"),  # prefix-matches 'mask/cam0/'
-    ([b"mask/cam0", *mask_message(1)[1:]], "is not <mask|overlay|image|stream>/<stream id>/"),
-    ([b"frame/cam0/", *mask_message(1)[1:]], "is not <mask|overlay|image|stream>/<stream id>/"),
+    ([b"mask/cam0", *mask_message(1)[1:]], "is not <mask|overlay|image|stream|prompt>/<stream id>/"),
+    ([b"frame/cam0/", *mask_message(1)[1:]], "is not <mask|overlay|image|stream|prompt>/<stream id>/"),
     ([b"mask/cam0/"], "part(s)"),
     ([b"mask/cam0/", b"\xc1 garbage"], "msgpack"),
     ([b"overlay/cam0/", *mask_message(1)[1:]], "message type"),
     ([b"mask/cam0/", *mask_message(1)[1:], b"extra"], "truncated or padded"),
-    ([b"\xff" * 5000, b""], "is not <mask|overlay|image|stream>"),
+    ([b"\xff" * 5000, b""], "is not <mask|overlay|image|stream|prompt>"),
 ])
 def test_malformed_or_misdirected_messages_are_counted_rejections(display: Subscriber, parts: list[Any],
                                                                   reason: str) -> None:
