@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from samsa_stream.display.console import PromptConsole
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.node import LocalNode, free_tcp_port, wait_until
+from samsa_stream.web import serving
 from samsa_stream.web.frames import decode_frame
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,14 +36,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
     arr = np.asarray(values)
     return {"p50": round(float(np.percentile(arr, 50)), 2), "p95": round(float(np.percentile(arr, 95)), 2),
             "max": round(float(arr.max()), 2), "n": int(arr.size)}
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/api/status", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 async def listen(url: str, seconds: float) -> dict[str, Any]:
@@ -126,7 +118,7 @@ def main() -> None:
                 streams = console.request("status").state.get("streams", {}) if console.answers() else {}
                 return streams.get("cam0", {}).get("last_frame_id")
 
-            if not wait_until(lambda: frame() is not None and answers(url), timeout=60, interval=0.2):
+            if not wait_until(lambda: frame() is not None and serving(url), timeout=60, interval=0.2):
                 raise SystemExit("the node or the web server did not come up")
             frame_id = frame()
             cam = PhantomCamera(node.settings.ingest.phantom)

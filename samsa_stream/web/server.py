@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,15 @@ async def serve(settings: Settings, stop: threading.Event, stats: ProcessStats, 
     finally:
         server.snapshot()
         await server.close()
+
+
+def serving(url: str, timeout_s: float = 1.0) -> bool:
+    """Whether a web display answers at ``url`` (its ``/api/status``, open to viewers)."""
+    try:
+        with urllib.request.urlopen(url + "/api/status", timeout=timeout_s) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def run_web(settings: Settings, stop: threading.Event, stats_file: Path | None = None) -> ProcessStats:

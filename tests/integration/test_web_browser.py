@@ -6,7 +6,6 @@ With SAMSA_WRITE_SCREENSHOTS=1 the screenshots go to docs/images/ (web-two-objec
 from __future__ import annotations
 
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from samsa_stream.node import LocalNode, free_tcp_port, wait_until
+from samsa_stream.web import serving
 from tests.integration.conftest import phantom, start_all
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -24,14 +24,6 @@ WAIT_MS = 60_000
 WRITE_SCREENSHOTS = os.environ.get("SAMSA_WRITE_SCREENSHOTS") == "1"
 SETTINGS = {"ingest": {"fps": 10.0, "phantom": {"height": 180, "width": 240, "bands": 24, "motion_px": 0.5}},
             "display": {"stale_after_s": 1.0}, "log": {"level": "INFO", "stats_interval_s": 1.0}}
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/api/status", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def near_edge(labels: np.ndarray, centre: tuple[float, float]) -> tuple[float, float]:
@@ -54,7 +46,7 @@ def test_clicks_in_the_page_become_masks_and_the_stale_marker_follows_the_worker
         try:
             start_all(node)
             node.start("web", "--port", str(port))
-            assert wait_until(lambda: answers(url), timeout=30, interval=0.1), "the web server did not come up"
+            assert wait_until(lambda: serving(url), timeout=30, interval=0.1), "the web server did not come up"
             cam = phantom(node)
             with sync_api.sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
