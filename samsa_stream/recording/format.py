@@ -105,8 +105,8 @@ def parse_topic(topic: str) -> tuple[str, str]:
 
 def wire_data(parts: list[Any]) -> bytes:
     """A wire message's parts as one recorded message (a msgpack array of bytes)."""
-    return msgpack.packb([bytes(memoryview(p).cast("B")) if not isinstance(p, bytes) else p for p in parts],
-                         use_bin_type=True)
+    # msgpack packs a byte view as bin without a copy of its own: one copy of a cube, into the record.
+    return msgpack.packb([p if isinstance(p, bytes) else memoryview(p).cast("B") for p in parts], use_bin_type=True)
 
 
 def wire_parts(data: bytes) -> list[bytes]:
