@@ -27,15 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "'wavelengths_nm' (B,), 'rgb' (H, W, 3) uint8, 'labels' (H, W) when the source "
                                    "has a label map, and 'source_json' (the capture's metadata); with --all, "
                                    "'cubes' (T, H, W, B), 'rgb' (T, H, W, 3) and 'labels' (T, H, W). OUTPUT.hdr "
-                                   "writes the cube as ENVI (float32, bsq, wavelengths in nm).")
+                                   "writes the cube as ENVI (float32, bsq, wavelengths in nm). INPUT may be a session "
+                                   "recording (.mcap): its recorded cubes as they are, OUTPUT.npz with 'cubes' (T, H, "
+                                   "W, B), 'rgb' (T, H, W, 3), 'wavelengths_nm', 'frame_ids' (T,), 'capture_ns' (T,) "
+                                   "and 'labels' (T, H, W) when every frame has a label map (an .npz the ingest "
+                                   "replays as it is); --frame K takes frame id K alone (the single-frame layout, "
+                                   "or ENVI).")
     common_options(p)
-    p.add_argument("input", type=Path, help="capture file (.hdr, .dat, .npy, .npz) or folder")
+    p.add_argument("input", type=Path, help="capture file (.hdr, .dat, .npy, .npz) or folder, or SESSION.mcap")
     p.add_argument("output", type=Path, help="OUTPUT.npz (normalized form) or OUTPUT.hdr (ENVI)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--frame", type=int, help="which capture of a multi-capture input (0-based)")
     which.add_argument("--all", action="store_true", help="every capture, stacked (same shape; held in memory)")
     p.add_argument("--compress", action="store_true", help="zip-compress the .npz (smaller, slower)")
     setting_flag(p, "--dtype", "ingest.dtype", "cube dtype: float32 (default) or float16")
+    p.add_argument("--stream", help="a recording with several streams: the stream to extract")
     p.set_defaults(handler=_run)
 
 
@@ -91,10 +97,49 @@ def _write(args: argparse.Namespace, frames: list[CubeFrame]) -> None:
     (np.savez_compressed if args.compress else np.savez)(args.output, **arrays)
 
 
+def _recorded(args: argparse.Namespace) -> list[CubeFrame]:
+    """The recorded cubes of a recording's stream (``--frame``: that frame id alone)."""
+    from ..recording.reader import Recording, recorded_frames
+
+    recording = Recording(args.input)
+    streams = sorted({e.stream for e in recording.entries(("frame",))})
+    if not streams:
+        raise CommandError(f"{args.input}: the recording holds no frames")
+    stream = args.stream or streams[0]
+    if args.stream is None and len(streams) > 1:
+        raise CommandError(f"{args.input}: holds streams {', '.join(streams)}; choose one with --stream")
+    if stream not in streams:
+        raise CommandError(f"{args.input}: no frames of stream {stream!r} (streams: {', '.join(streams)})")
+    frames = [f for f in recorded_frames(recording, stream) if args.frame is None or f.frame_id == args.frame]
+    if not frames:
+        what = f"frame {args.frame} of {stream}" if args.frame is not None else f"any frame of {stream}"
+        raise CommandError(f"{args.input}: no cube recorded for {what}")
+    return frames
+
+
+def _write_recorded(args: argparse.Namespace, frames: list[CubeFrame]) -> None:
+    if args.output.suffix.lower() != ".npz":
+        raise CommandError(f"{args.output}: an ENVI file holds one cube; choose one with --frame K or write .npz")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, Any] = {"cubes": np.stack([f.cube for f in frames]), "rgb": np.stack([f.rgb for f in frames]),
+              "wavelengths_nm": frames[0].wavelengths_nm, "calibration": np.array(frames[0].calibration),
+              "frame_ids": np.array([f.frame_id for f in frames], np.int64),
+              "capture_ns": np.array([f.capture_ns for f in frames], np.int64),
+              "stream": np.array(frames[0].stream_id),
+              "source_json": np.array(json.dumps([f.source for f in frames], default=str))}
+    labels = [f.labels for f in frames if f.labels is not None]
+    if len(labels) == len(frames):
+        arrays["labels"] = np.stack(labels)
+    (np.savez_compressed if args.compress else np.savez)(args.output, **arrays)
+
+
 def _run(args: argparse.Namespace) -> int:
+    from ..recording.reader import is_recording
+
     if args.output.suffix.lower() not in (".npz", ".hdr"):
         raise CommandError(f"{args.output}: OUTPUT must end in .npz (normalized form) or .hdr (ENVI)")
-    frames = _frames(args, settings_from(args))
+    recording = is_recording(args.input)
+    frames = _recorded(args) if recording else _frames(args, settings_from(args))
     first = frames[0]
     if any(f.cube.shape != first.cube.shape or not np.array_equal(f.wavelengths_nm, first.wavelengths_nm)
            for f in frames):
@@ -103,7 +148,10 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.input}: --all needs every capture in the same calibration state; got "
                            f"{sorted({f.calibration for f in frames})}")
     try:
-        _write(args, frames)
+        if recording and args.frame is None:
+            _write_recorded(args, frames)
+        else:
+            _write(args, frames)
     except OSError as exc:
         raise CommandError(f"{args.output}: cannot be written ({exc.strerror or exc})") from exc
     h, w, b = first.cube.shape

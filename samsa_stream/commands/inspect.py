@@ -20,9 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "shape H x W x B, stored dtype, wavelength range and count, calibration state "
                                    "(reflectance, or raw counts with or without white/dark references), whether a "
                                    "label map is present, and any warnings. Exits 1 when a capture cannot be read. "
-                                   "Captures are numbered as --frame counts them in convert and segment.")
+                                   "Captures are numbered as --frame counts them in convert and segment. A session "
+                                   "recording (.mcap) is summarised instead: streams, duration, frames with and "
+                                   "without cubes, prompts applied and refused, objects, masks, what the recorder "
+                                   "missed, file size, compression and channels.")
     common_options(p)
-    p.add_argument("path", type=Path, help="capture file (.hdr, .dat, .npy, .npz) or folder")
+    p.add_argument("path", type=Path, help="capture file (.hdr, .dat, .npy, .npz) or folder, or SESSION.mcap")
     p.add_argument("--frame", type=int, help="describe only this capture (0-based, as convert and segment count)")
     p.add_argument("--json", action="store_true", help="print a JSON list, one object per capture")
     p.set_defaults(handler=_run)
@@ -102,8 +105,47 @@ def _text(entry: dict[str, Any]) -> str:
     return entry["path"] + "\n" + "".join(f"  {k:<13}{v}\n" for k, v in rows)
 
 
+def _recording_text(info: dict[str, Any]) -> str:
+    rows = [("file", f"{info['file_bytes']} bytes, compression {', '.join(info['compression'])}"),
+            ("duration", f"{info['duration_s']:g} s, {info['messages']} messages")]
+    for stream, s in info["streams"].items():
+        ops = ", ".join(f"{op} {n}" for op, n in sorted(s["prompt_ops"].items())) or "none"
+        rows += [(f"stream {stream}", f"frames {s['frames']} (with cube: {s['frames_with_cube']}, without cube: "
+                                      f"{s['frames_without_cube']}), over {s['capture_span_s']:g} s"),
+                 ("", f"masks {s['masks']} (+{s['refresh_masks']} after prompts), objects "
+                      f"{', '.join(map(str, s['objects'])) or 'none'}"),
+                 ("", f"prompts applied {s['prompts_ok']}, refused {s['prompts_refused']} ({ops})")]
+    stats = info["recorder_stats"]
+    missed = {k: v for k, v in stats.items() if "miss" in k or "drop" in k}
+    rows.append(("recorder", ", ".join(f"{k} {v}" for k, v in sorted(missed.items())) or
+                 ("nothing missed" if stats else "no counters recorded")))
+    rows += [("channel", f"{c['topic']} ({c['schema']}): {c['messages']}") for c in info["channels"]]
+    if info["unreadable"]:
+        rows.append(("unreadable", ", ".join(f"{k} {v}" for k, v in info["unreadable"].items())))
+    return info["path"] + "\n" + "".join(f"  {k:<16}{v}\n" for k, v in rows)
+
+
+def _run_recording(args: argparse.Namespace) -> int:
+    from ..errors import CommandError
+    from ..recording.reader import Recording
+
+    if args.frame is not None:
+        raise CommandError("--frame describes one capture; a recording is summarised as a whole")
+    info = Recording(args.path).describe()
+    if args.json:
+        json.dump(info, sys.stdout, indent=2)
+        print()
+    else:
+        print(_recording_text(info), end="")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..ingest.formats import ReadOptions, open_captures, read_capture
+    from ..recording.reader import is_recording
+
+    if is_recording(args.path):
+        return _run_recording(args)
 
     options = ReadOptions.from_settings(settings_from(args).ingest)
     items: list[Capture | SourceError]
