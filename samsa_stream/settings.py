@@ -329,6 +329,25 @@ class RecordSettings(_Section):
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     stats_interval_s: float = Field(10.0, gt=0)
+    format: Literal["text", "json"] = Field("text", description=(
+        "text: one readable line per event; json: one JSON object per line (journald, ELK)"))
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics of every process (``samsa_*``), off unless ``listen`` is set."""
+
+    listen: str | None = Field(None, description=(
+        "HOST:PORT to serve /metrics on (e.g. 127.0.0.1:9811); each process of a host needs its own port"))
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"metrics.listen must be HOST:PORT, e.g. 127.0.0.1:9811, got {value!r}")
+        return value
 
 
 class Settings(BaseSettings):
@@ -347,6 +366,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     igtl: IgtlSettings = IgtlSettings()
     record: RecordSettings = RecordSettings()
+    metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
