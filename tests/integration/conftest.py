@@ -62,7 +62,7 @@ def start_all(node: LocalNode, *names: str) -> None:
 
 def console_for(node: LocalNode) -> PromptConsole:
     console = PromptConsole(node.settings, "cam0")
-    if not wait_until(console.answers, timeout=20, interval=0.2):
+    if not wait_until(console.answers, timeout=60, interval=0.2):  # a SAM2 worker builds its model first
         console.close()  # an open console would hold the context and hang the next test's shutdown
         pytest.fail("worker did not answer")
     return console

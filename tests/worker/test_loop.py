@@ -17,7 +17,7 @@ from samsa_stream.display.console import PromptConsole
 from samsa_stream.ingest.process import run_ingest
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.node import wait_until
-from samsa_stream.protocol import ClickPrompt, CubeFrame, SegmentationResult, StatusPrompt
+from samsa_stream.protocol import ClickPrompt, CubeFrame, PromptEvent, SegmentationResult, StatusPrompt
 from samsa_stream.runtime import ProcessStats
 from samsa_stream.settings import Settings, load_settings
 from samsa_stream.transport import FrameSender, InProcessLink, InProcessResultSink, SocketFactory
@@ -75,6 +75,7 @@ class LoopUnderTest:
         self.stats: ProcessStats | None = None
         self.error: BaseException | None = None
         self.results: list[SegmentationResult] = []
+        self.events: list[PromptEvent] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         self._console_sockets = SocketFactory(self.settings, context=self.ctx)
@@ -95,7 +96,12 @@ class LoopUnderTest:
         return self.status()["counters"]
 
     def collect(self) -> list[SegmentationResult]:
-        self.results.extend(self.sink.take_all())
+        """The results so far (the prompt events between them are kept apart, in ``events``)."""
+        for message in self.sink.take_all():
+            if isinstance(message, SegmentationResult):
+                self.results.append(message)
+            else:
+                self.events.append(message)
         return self.results
 
     def wait_results(self, predicate: Any, timeout: float = 20) -> bool:
