@@ -9,9 +9,11 @@ import signal
 import tempfile
 import threading
 import time
+import weakref
+from bisect import bisect_left
 from collections import Counter, deque
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -91,20 +93,45 @@ class LatencyWindow:
 
 
 class ProcessStats:
-    """Counters and latencies of one process, logged every ``interval_s`` and written at exit."""
+    """Counters, levels and latencies of one process, logged every ``interval_s`` and written at exit.
+
+    Every instance alive in a process is listed by ``ProcessStats.live()``, which is what its
+    Prometheus exporter (``samsa_stream.metrics``) reads on each scrape."""
+
+    # Upper bounds (ms) of the latency histogram buckets, 1 ms .. 10 s; a last bucket takes the rest.
+    LATENCY_BUCKETS_MS: ClassVar[tuple[float, ...]] = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
+                                                       10000)
+    _live: ClassVar[weakref.WeakSet[ProcessStats]] = weakref.WeakSet()
+    _live_lock: ClassVar[threading.Lock] = threading.Lock()  # a scrape may list while a process creates one
 
     def __init__(self, process: str, interval_s: float = 10.0) -> None:
         self.process = process
         self.counters: Counter[str] = Counter()
+        self.gauges: dict[str, float] = {}
         self.latency: dict[str, LatencyWindow] = {}
+        # Per latency name: how many fell in each of LATENCY_BUCKETS_MS (not cumulative), then above them all.
+        self.latency_buckets: dict[str, list[int]] = {}
+        self.latency_total_ms: dict[str, float] = {}
         self.info: dict[str, Any] = {}
         self.errors: deque[str] = deque(maxlen=20)
         self.interval_s = interval_s
         self.started = time.monotonic()
         self._next_log = self.started + interval_s
+        with ProcessStats._live_lock:
+            ProcessStats._live.add(self)
+
+    @classmethod
+    def live(cls) -> list[ProcessStats]:
+        """Every ``ProcessStats`` of this process not yet garbage collected."""
+        with cls._live_lock:
+            return list(cls._live)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
+
+    def gauge(self, name: str, value: float) -> None:
+        """Set a level that goes up and down (streams, objects, clients, queue depth) to ``value``."""
+        self.gauges[name] = value
 
     def error(self, name: str, message: str) -> None:
         """Count a rejected input under ``name`` and log why (the kept text is cut to ``MAX_ERROR_CHARS``)."""
@@ -115,11 +142,19 @@ class ProcessStats:
 
     def observe(self, name: str, ms: float) -> None:
         self.latency.setdefault(name, LatencyWindow()).add(ms)
+        if ms != ms:  # NaN: in the window as given, but no bucket holds it
+            return
+        buckets = self.latency_buckets.get(name)
+        if buckets is None:
+            buckets = self.latency_buckets[name] = [0] * (len(self.LATENCY_BUCKETS_MS) + 1)
+        buckets[bisect_left(self.LATENCY_BUCKETS_MS, ms)] += 1
+        self.latency_total_ms[name] = self.latency_total_ms.get(name, 0.0) + ms
 
     def snapshot(self) -> dict[str, Any]:
-        """Counters (each within int64), latency summaries, recent errors and ``info``: always encodable."""
+        """Counters (each within int64), gauges, latency summaries, recent errors and ``info``: always encodable."""
         return {"process": self.process, "uptime_s": round(time.monotonic() - self.started, 3),
                 "counters": {k: clamp_int64(v) for k, v in self.counters.items()},
+                "gauges": dict(self.gauges),
                 "latency_ms": {k: v.summary() for k, v in self.latency.items()},
                 "recent_errors": list(self.errors), **self.info}
 
@@ -140,6 +175,17 @@ class ProcessStats:
             log.error("cannot write the stats file %s: %s", path, exc)
 
 
-def setup_logging(level: str, process: str) -> None:
-    logging.basicConfig(level=getattr(logging, level),
-                        format=f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, process: str, log_format: str = "text") -> None:
+    """Log at ``level`` to stderr, one line per event: readable text, or with ``log_format`` "json" one
+    JSON object per line (``supervision.JsonFormatter``: time, level, process, pid, logger, message)."""
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from .supervision import JsonFormatter  # late: supervision builds on this module
+
+        handler.setFormatter(JsonFormatter(process))
+    elif log_format == "text":
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {process}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    else:
+        raise ValueError(f"log format must be 'text' or 'json', got {log_format!r}")
+    logging.basicConfig(level=getattr(logging, level), handlers=[handler])

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import cv2
 
+from .. import supervision
 from ..errors import CommandError
 from ..protocol import MaskBroadcast, now_ns
 from ..publisher.overlay import draw_stale_marker
@@ -114,6 +115,7 @@ def run_view(settings: Settings, stop: threading.Event, stats_file: Path | None 
         # A window must be redrawn and its keys read often; headless, the loop only waits for messages.
         loop = PollLoop(stop, settings.sockets.poll_ms if window is None else 15, stats)
         loop.add(subscriber.socket, received)
+        supervision.current().ready(f"subscribed to stream {cfg.stream_id}")
         try:
             loop.run(tick=tick)
         finally:

@@ -25,6 +25,7 @@ import logging
 import threading
 from pathlib import Path
 
+from .. import supervision
 from ..display.subscriber import Subscriber, Update
 from ..errors import CommandError, ProtocolError
 from ..protocol import now_ns
@@ -143,6 +144,7 @@ def run_igtl(settings: Settings, stop: threading.Event, stats_file: Path | None 
         loop = PollLoop(stop, settings.sockets.poll_ms, stats)
         loop.add(subscriber.socket, bridge.on_broadcast)
         loop.add(server.listener, bridge.on_connect)
+        supervision.current().ready(f"subscribed to stream {cfg.stream_id}; listening on {server.host}:{server.port}")
         try:
             loop.run(tick=bridge.tick)
         finally:

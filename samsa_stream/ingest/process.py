@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import supervision
 from ..errors import ProtocolError
 from ..protocol import CubeFrame, now_ns
 from ..runtime import ProcessStats
@@ -220,6 +221,7 @@ def run_ingest(settings: Settings, stop: threading.Event, stats_file: Path | Non
 
         loop = PollLoop(stop, settings.sockets.poll_ms, stats)
         loop.add(reader, send_next)
+        supervision.current().ready(f"source open: {source.describe()}")
         next_tick()
         try:
             loop.run(ended.is_set)

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgpack
 
+from .. import supervision
 from ..errors import ProtocolError
 from ..protocol import (
     FrameImage,
@@ -284,6 +285,7 @@ def run_publisher(settings: Settings, stop: threading.Event, stats_file: Path | 
         # Results first: a subscription answered in the same pass then gets the newest state.
         loop.add(results, lambda: send(pub.on_results(drain(results))))
         loop.add(xpub, lambda: send(pub.on_upstream(drain(xpub))))
+        supervision.current().ready("bound: results and broadcast")
         loop.run(tick=lambda: send([*pub.due_replays(), *pub.due_stale()]))
     stats.write(stats_file)
     log.info("publisher stopped: %s", dict(stats.counters))

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, supervision
 from ..display.subscriber import Subscriber
 from ..errors import CommandError, ProtocolError
 from ..protocol import CubeFrame, OverlayImage, check_stream_id, now_ns
@@ -386,9 +386,11 @@ def run_record(settings: Settings, stop: threading.Event, stats_file: Path | Non
     log.info("recording frames<-%s broadcast<-%s streams=%s to %s (%s chunks)",
              "in-process link" if link else settings.endpoints.frames, settings.endpoints.broadcast,
              ",".join(options.streams) if options.streams else "all", options.out, options.writer.compression)
+    supervision.current().ready(f"subscribed; recording to {options.out}")
     try:
         recorder.run(stop)
     finally:
+        supervision.current().stopping()  # before the file is finished, which the watchdog must not time
         final = recorder.close()
         recorder.stats.write(stats_file)
     if recorder.failure is not None:

@@ -6,6 +6,10 @@ such as a ``Mailbox`` between threads; the handler then gets called while it is 
 A handler that raises costs that one pass, never the process: the fault is counted
 (``loop_faults``) and logged with its traceback, and the loop goes on. Handlers turn the
 malformed messages they expect into counted rejections themselves; this guard is the last line.
+
+Every pass ends with a watchdog ping to systemd (``supervision``), and every stats interval with a
+status line: a pass that never ends (a stuck CUDA call, a blocked read) stops the pings, and systemd
+restarts the process. When ``run`` ends the process is shutting down, and says so (STOPPING=1).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import zmq
 
 from ..runtime import ProcessStats
+from ..supervision import Notifier, StatusReporter
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +31,11 @@ log = logging.getLogger(__name__)
 class PollLoop:
     """``add`` a socket with its handler, then ``run`` until ``stop`` is set (or ``tick`` returns True)."""
 
-    def __init__(self, stop: threading.Event, poll_ms: int, stats: ProcessStats) -> None:
+    def __init__(self, stop: threading.Event, poll_ms: int, stats: ProcessStats,
+                 notifier: Notifier | None = None) -> None:
+        """``notifier`` defaults to this process's (``supervision.current()``)."""
         self.stop, self.poll_ms, self.stats = stop, poll_ms, stats
+        self._reporter = StatusReporter(stats, notifier)
         self._poller = zmq.Poller()
         self._handlers: list[tuple[Any, Callable[[], Any]]] = []
 
@@ -67,11 +75,15 @@ class PollLoop:
         for sock, handler in self._handlers:
             if sock in events:
                 self.guarded(f"handling {sock!r}", handler)
+        self._reporter.pass_done()
 
     def run(self, tick: Callable[[], bool | None] | None = None) -> None:
         """Serve until ``stop`` is set; ``tick()`` runs after every pass and ends the loop by returning True."""
-        while not self.stop.is_set():
-            self.run_once()
-            if tick is not None and self.guarded("loop step", tick) is True:
-                return
-            self.stats.maybe_log()
+        try:
+            while not self.stop.is_set():
+                self.run_once()
+                if tick is not None and self.guarded("loop step", tick) is True:
+                    return
+                self.stats.maybe_log()
+        finally:
+            self._reporter.notifier.stopping()  # before the closing work, which the watchdog must not time

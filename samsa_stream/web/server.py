@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from .. import supervision
 from ..errors import CommandError, ProtocolError
 from ..protocol import check_stream_id
 from ..runtime import ProcessStats
@@ -271,12 +272,16 @@ async def serve(settings: Settings, stop: threading.Event, stats: ProcessStats, 
     port = await server.start()
     log.info("web display at http://%s:%d/ (stream %s; prompts %s)", settings.web.host, port,
              settings.web.stream_id, "need the token or an allowed address")
+    supervision.current().ready(f"listening on {settings.web.host}:{port}")
+    alive = asyncio.create_task(supervision.keep_alive(stats))  # pings from this event loop: a blocked loop stops them
     loop = asyncio.get_running_loop()
     try:
         while not await loop.run_in_executor(None, stop.wait, settings.log.stats_interval_s):
             server.snapshot()
             stats.write(stats_file)
     finally:
+        alive.cancel()
+        supervision.current().stopping()
         server.snapshot()
         await server.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import zmq
 
+from .. import supervision
 from ..errors import ProtocolError
 from ..protocol import CubeFrame, PromptReply, stamp
 from ..runtime import ProcessStats
@@ -134,6 +135,8 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
 
             loop.add(prompts, serve_prompts)
             loop.add(frames.pollable, lambda: _take_frames(frames, worker))
+            # Ready once the engine (and its model) is loaded and the sockets are bound and connected.
+            supervision.current().ready(f"engine {worker.engine.name} loaded; serving prompts and frames")
 
             def serve_waiting_prompts() -> None:
                 if loop.ready(prompts):
