@@ -80,6 +80,9 @@ class SecuritySettings(_Section):
     authorized_clients_dir: Path | None = Field(None, description=(
         "folder of the client public keys allowed to connect to the node; '*' (any key) is refused on "
         "non-loopback tcp endpoints"))
+    allow_plain_prompts: bool = Field(False, description=(
+        "let the prompt link bind a non-loopback tcp address without CurveZMQ (anyone on the network could then "
+        "click); refused unless set"))
 
     @model_validator(mode="after")
     def _keys_present(self) -> SecuritySettings:

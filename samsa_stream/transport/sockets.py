@@ -78,6 +78,8 @@ class SocketFactory:
             sock.setsockopt(zmq.SUBSCRIBE, subscribe)
         try:
             self._secure(sock, role, endpoint)
+            if role.bind:
+                self._check_exposure(role_name, endpoint)
             check_ipc_folder(endpoint, create=role.bind)
             if role.bind:
                 sock.bind(endpoint)
@@ -123,6 +125,19 @@ class SocketFactory:
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_serverkey = server_public
+
+    def _check_exposure(self, role_name: str, endpoint: str) -> None:
+        """A plain (no CurveZMQ) bind beyond loopback: a warning, and for the prompt link a refusal unless
+        ``security.allow_plain_prompts`` (whoever reaches it could click, or read what it carries)."""
+        sec = self.settings.security
+        if not endpoint.startswith("tcp://") or is_loopback(endpoint) or sec.curve:
+            return
+        if role_name == "prompts_server" and not sec.allow_plain_prompts:
+            raise TransportError(f"the prompt link would listen on {endpoint} without CurveZMQ: anyone who reaches it "
+                                 "could send clicks; turn on security.curve (deploy/multi-host.md) or, on a closed "
+                                 "network, set security.allow_plain_prompts")
+        log.warning("SECURITY: %s listens on %s without CurveZMQ: anything on that network can connect and read "
+                    "or send what it carries (deploy/multi-host.md)", role_name, endpoint)
 
     def _start_auth(self, endpoint: str) -> None:
         allowed = self.settings.security.authorized_clients_dir
@@ -173,9 +188,23 @@ class SocketFactory:
 
 def _load_certificate(path: Path, field: str) -> tuple[bytes, bytes | None]:
     try:
-        return zmq.auth.load_certificate(str(path))
+        public, secret = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
         raise TransportError(f"security.{field} {path} cannot be read as a zmq certificate: {exc}") from None
+    if secret is not None:
+        check_secret_file(path, field)
+    return public, secret
+
+
+def check_secret_file(path: Path, field: str) -> None:
+    """A secret key readable by anyone but its owner is refused (it would let them pose as this process)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise TransportError(f"security.{field} {path} cannot be checked: {exc}") from None
+    if mode & 0o077:
+        raise TransportError(f"security.{field} {path} has mode {mode:04o}: a secret key must be readable by its "
+                             f"owner alone (chmod 0600 {path})")
 
 
 def _ipc_path(endpoint: str) -> Path | None:

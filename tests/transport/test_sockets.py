@@ -104,6 +104,7 @@ def test_loopback_endpoints(endpoint: str, loopback: bool) -> None:
 
 def _curve(tmp_path: Path, allowed: str, endpoint: str) -> SocketFactory:
     public, secret = zmq.auth.create_certificates(str(tmp_path), "node")
+    Path(secret).chmod(0o600)  # as `samsa-stream keys` writes it
     security = {"curve": True, "server_secret_key": secret, "client_secret_key": secret, "server_public_key": public,
                 "authorized_clients_dir": allowed}
     return SocketFactory(load_settings(overrides={"endpoints": {"prompts": endpoint}, "security": security}))
@@ -131,3 +132,34 @@ def test_missing_allow_list_and_unreadable_keys_are_transport_errors(tmp_path: P
                                                      "server_public_key": str(tmp_path / "none.key")}})
     with SocketFactory(settings) as factory, pytest.raises(TransportError, match="cannot be read"):
         factory.socket("prompts_client", f"tcp://127.0.0.1:{free_tcp_port()}")
+
+
+def test_a_secret_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    factory = _curve(tmp_path, str(tmp_path), f"tcp://127.0.0.1:{free_tcp_port()}")
+    (tmp_path / "node.key_secret").chmod(0o640)
+    with pytest.raises(TransportError, match=r"has mode 0640: a secret key must be readable by its owner alone"):
+        factory.socket("prompts_server")
+    factory.close()
+
+
+def test_a_plain_prompt_link_beyond_loopback_is_refused_and_other_links_warn(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_tcp_port()
+    exposed = load_settings(overrides={"endpoints": {"prompts": f"tcp://0.0.0.0:{port}",
+                                                     "broadcast": f"tcp://0.0.0.0:{free_tcp_port()}"}})
+    with SocketFactory(exposed) as factory:
+        with pytest.raises(TransportError, match="without CurveZMQ: anyone who reaches it could send clicks"):
+            factory.socket("prompts_server")
+        with caplog.at_level(logging.WARNING):
+            factory.socket("broadcast_out")
+    assert any("broadcast_out listens on" in r.getMessage() and "without CurveZMQ" in r.getMessage()
+               for r in caplog.records)
+    allowed = exposed.model_copy(update={"security": exposed.security.model_copy(
+        update={"allow_plain_prompts": True})})
+    with SocketFactory(allowed) as factory:
+        factory.socket("prompts_server")  # explicitly allowed: binds (with the warning)
+    loopback = load_settings(overrides={"endpoints": {"prompts": f"tcp://127.0.0.1:{port}"}})
+    caplog.clear()
+    with SocketFactory(loopback) as factory, caplog.at_level(logging.WARNING):
+        factory.socket("prompts_server")
+    assert not any("without CurveZMQ" in r.getMessage() for r in caplog.records)
