@@ -85,17 +85,19 @@ class LocalNode:
     def stats_path(self, name: str) -> Path:
         return self.run_dir / f"stats_{name}.json"
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start process ``name`` (ingest, worker, publisher, view) with extra CLI ``args``."""
-        if name in self.procs and self.procs[name].poll() is None:
-            raise CommandError(f"{name} is already running")
-        self.stats_path(name).unlink(missing_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self._logs[name] = log
-        cmd = [sys.executable, "-m", "samsa_stream", name, "--stats-file", str(self.stats_path(name)), *args]
-        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        return self.procs[name]
+    def start(self, name: str, *args: str, key: str | None = None) -> subprocess.Popen[bytes]:
+        """Start process ``name`` (ingest, worker, publisher, view) with extra CLI ``args``; ``key`` names
+        it for ``stop``/``kill``/``stats``/``log_text`` when one node runs two of a kind (default ``name``)."""
+        key = key or name
+        if key in self.procs and self.procs[key].poll() is None:
+            raise CommandError(f"{key} is already running")
+        self.stats_path(key).unlink(missing_ok=True)
+        log = (self.log_dir / f"{key}.log").open("ab")
+        self._logs[key] = log
+        cmd = [sys.executable, "-m", "samsa_stream", name, "--stats-file", str(self.stats_path(key)), *args]
+        self.procs[key] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
+        return self.procs[key]
 
     def running(self, name: str) -> bool:
         return name in self.procs and self.procs[name].poll() is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -46,11 +47,33 @@ class Endpoints(_Section):
     prompts: str = "ipc:///tmp/samsa-stream/prompts"  # worker binds ROUTER, consoles connect DEALER
     results: str = "ipc:///tmp/samsa-stream/results"  # publisher binds PULL, worker connects PUSH
     broadcast: str = "ipc:///tmp/samsa-stream/broadcast"  # publisher binds XPUB, displays connect SUB
+    prompts_by_stream: dict[str, str] = Field(default_factory=dict, description=(
+        "several workers: the prompt endpoint of the worker that serves a stream (consoles use it for that "
+        "stream; others go to endpoints.prompts); TOML table or 'cam0=ENDPOINT,cam1=ENDPOINT'"))
 
     @field_validator("frames", "prompts", "results", "broadcast")
     @classmethod
     def _scheme(cls, value: str) -> str:
         return _check_endpoint(value)
+
+    @field_validator("prompts_by_stream", mode="before")
+    @classmethod
+    def _stream_endpoints(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from --set or the environment
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError(f"expected STREAM=ENDPOINT[,STREAM=ENDPOINT...], got {value!r}")
+            value = {stream.strip(): endpoint.strip() for stream, _, endpoint in pairs}
+        if isinstance(value, dict):
+            for stream, endpoint in value.items():
+                if not isinstance(stream, str) or re.fullmatch(STREAM_ID_PATTERN.strip("^$"), stream) is None:
+                    raise ValueError(f"{stream!r} is not a stream id")
+                _check_endpoint(endpoint)
+        return value
+
+    def prompts_for(self, stream_id: str) -> str:
+        """The prompt endpoint of the worker that serves ``stream_id``."""
+        return self.prompts_by_stream.get(stream_id, self.prompts)
 
 
 class SocketSettings(_Section):
@@ -222,6 +245,9 @@ class WorkerSettings(_Section):
         "an object's SAM2 memory is saved after its clicks change, at most this often per object"))
     max_cond_frames: int = Field(4, ge=2, le=64, description=(
         "SAM2 engines: clicked (conditioning) frames kept per object; the first and the newest stay"))
+    streams: list[str] = Field(default_factory=list, description=(
+        "several workers: the streams this worker serves (it subscribes to their frames only and refuses prompts "
+        "for others); empty: every stream. TOML list or 'cam0,cam1'"))
     max_streams: int = Field(32, ge=1, le=1024, description=(
         "streams kept at once; a new stream beyond this evicts the least recently seen one (counted)"))
     stream_idle_s: float = Field(3600.0, ge=0, description=(
@@ -234,6 +260,17 @@ class WorkerSettings(_Section):
         "SAM2 input size (square); official weights are trained at 1024, smaller sizes are for tests"))
     adapter: Path | None = Field(None, description="engine 'decoder': fusion adapter weights (.safetensors or .pt)")
     prompt: PromptEngineSettings = PromptEngineSettings()
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _stream_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from --set or the environment
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for stream in value:
+                if not isinstance(stream, str) or re.fullmatch(STREAM_ID_PATTERN.strip("^$"), stream) is None:
+                    raise ValueError(f"{stream!r} is not a stream id")
+        return value
 
     @field_validator("engine")
     @classmethod

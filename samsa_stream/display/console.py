@@ -24,7 +24,8 @@ class PromptConsole:
         self.stream_id = stream_id
         self._own = sockets is None
         self.sockets = sockets or SocketFactory(settings)
-        self.sock = self.sockets.socket("prompts_client")
+        # With several workers, the one that serves this stream (endpoints.prompts_by_stream).
+        self.sock = self.sockets.socket("prompts_client", settings.endpoints.prompts_for(stream_id))
         self._ids = itertools.count(1)
 
     def request(self, op: str, timeout_ms: int | None = None, **fields: object) -> PromptReply:

@@ -97,8 +97,9 @@ class FrameLink(ABC):
         """Ingest's end; counts what it drops in ``stats``."""
 
     @abstractmethod
-    def receiver(self, stats: ProcessStats) -> FrameReceiver:
-        """The worker's end; counts what it receives and rejects in ``stats``."""
+    def receiver(self, stats: ProcessStats, streams: Iterable[str] | None = None) -> FrameReceiver:
+        """The worker's end; counts what it receives and rejects in ``stats``. ``streams``: only these
+        streams' frames are wanted (others may still arrive; the worker refuses them)."""
 
 
 class ResultSink(ABC):
@@ -223,8 +224,12 @@ class SocketFrameLink(FrameLink):
         stats.info["shared_memory"] = self.shared_memory
         return _Sender(lambda parts: send_nowait(sock, parts), stats, self.slots if self.shared_memory else None)
 
-    def receiver(self, stats: ProcessStats) -> FrameReceiver:
-        sock = self.sockets.socket("frames_in", self.endpoint, subscribe=b"frame/")
+    def receiver(self, stats: ProcessStats, streams: Iterable[str] | None = None) -> FrameReceiver:
+        """The receiving end; with ``streams``, subscribed to those streams' frames only."""
+        topics = [topic("frame", s) for s in streams] if streams else [b"frame/"]
+        sock = self.sockets.socket("frames_in", self.endpoint, subscribe=topics[0])
+        for extra in topics[1:]:
+            sock.setsockopt(zmq.SUBSCRIBE, extra)
         local = same_host(self.endpoint)
         return _Receiver(sock, lambda: drain(sock), stats, ShmReader() if local else None,
                          f"{self.endpoint} is a link that may leave this host")
@@ -268,7 +273,7 @@ class InProcessLink(FrameLink):
     def sender(self, stats: ProcessStats) -> FrameSender:
         return _Sender(self.put, stats, self.slots if self.shared_memory else None)
 
-    def receiver(self, stats: ProcessStats) -> FrameReceiver:
+    def receiver(self, stats: ProcessStats, streams: Iterable[str] | None = None) -> FrameReceiver:
         return _Receiver(self.mailbox, self.mailbox.take_all, stats, ShmReader(), "in-process link")
 
     def close(self) -> None:

@@ -12,10 +12,13 @@ Streams and memory:
   objects keeps its prompts, so a paused camera resumes with its objects (``streams_idled``),
   until the cap evicts it. Prompts are small; frames are what cost memory.
 
-Persistence (``worker.state_file``): every prompt change rewrites the prompt state file. Engines
-with memory worth keeping (SAM2's conditioning frames and object pointers) have each object's
-memory saved in ``<state_file>.tracks/<stream>.<object>.track`` after its clicks change (at most
-every ``worker.track_save_interval_s`` per object, on a later frame when sooner). On start the
+Persistence (``worker.state_file``): every prompt change rewrites the prompt state file; a write that
+failed (disk full, read-only) is counted (``state_save_failed``), said in the reply's warnings, and
+tried again every ``STATE_SAVE_RETRY_S`` until it succeeds (``state_save_retried``; a retry that fails
+too counts ``state_save_retries_failed``). Engines with memory worth keeping (SAM2's conditioning
+frames and object pointers) have each object's memory saved in
+``<state_file>.tracks/<stream>.<object>.track`` after its clicks change (at most every
+``worker.track_save_interval_s`` per object, on a later frame when sooner). On start the
 prompts are restored first, then each object's memory if its file holds up; a file that does not
 (damaged, another model, other clicks) is set aside as ``<name>.bad-<time>`` and counted
 (``track_load_failed``), and that object is found from its clicks again.
@@ -69,6 +72,7 @@ STATUS_BYTES = 256 * 1024  # a status reply above this lists less per stream (se
 STATUS_DETAIL = ("clicks", "objects", "counts")
 TRACK_SUFFIX = ".track"
 MAX_TRACK_FILE = 64 * 2**20  # bytes; a saved SAM2 track at 1024 px is about 6 MiB
+STATE_SAVE_RETRY_S = 5.0  # a prompt state that could not be written is tried again this often
 MAX_PROMPT_EVENTS = 1024  # handled prompts waiting to go out on the results link
 UNCALIBRATED_NOTICE = ("uncalibrated: raw counts scaled to [0, 1] (ingest.raw_counts = scale); "
                        "spectra are not reflectance")
@@ -136,6 +140,7 @@ class Worker:
         self.events: deque[PromptEvent] = deque()  # handled prompts for the results link (``take_events``)
         self.state_file: Path | None = settings.worker.state_file
         self.tracks_dir: Path | None = None
+        self._save_failed_at: float | None = None  # clock time of the last failed state write; None once written
         if self.state_file is not None:
             self.tracks_dir = self.state_file.with_name(self.state_file.name + ".tracks")
         self._load_state()
@@ -177,6 +182,10 @@ class Worker:
             check_stream_id(request.stream_id, "prompt: stream")
         except ProtocolError as exc:
             return self._reject(request, str(exc))
+        served = self.settings.worker.streams
+        if served and request.stream_id not in served:
+            return self._reject(request, f"stream {request.stream_id!r} is served by another worker; this one serves "
+                                         f"{', '.join(served)} (endpoints.prompts_by_stream says which)")
         stream = self.streams.get(request.stream_id)
         if isinstance(request, StatePrompt):
             return PromptReply(request.request_id, True, state=stream.book.state() if stream else _empty_state())
@@ -303,6 +312,10 @@ class Worker:
         back in frame ids is a camera restart; a step forward of more than ``MAX_FRAME_JUMP`` a jump
         (``frame_id_jumps``), not drops: either way the objects are found again from their clicks."""
         check_stream_id(frame.stream_id, f"frame {frame.frame_id}: stream")
+        served = self.settings.worker.streams
+        if served and frame.stream_id not in served:
+            raise ProtocolError(f"frame {frame.frame_id} of stream {frame.stream_id!r}: this worker serves "
+                                f"{', '.join(served)} only (worker.streams)")
         now = self.clock()
         self.expire_idle(now)
         stream = self.streams.get(frame.stream_id)
@@ -384,7 +397,17 @@ class Worker:
         may be evicted by ``accept`` in between; check ``stream_id in worker.streams`` if frames are
         accepted during the iteration."""
         self.expire_idle()
+        self._retry_save()
         return [sid for sid, s in self.streams.items() if s.dirty and s.frames]
+
+    def _retry_save(self) -> None:
+        """Write the prompt state again if the last write failed ``STATE_SAVE_RETRY_S`` ago or more: a disk
+        that was full or read-only keeps the objects once it is back, without waiting for a prompt."""
+        if self._save_failed_at is None or self.clock() - self._save_failed_at < STATE_SAVE_RETRY_S:
+            return
+        if self._save_state("state_save_retries_failed") is None:
+            self.stats.count("state_save_retried")
+            log.info("prompt state written to %s again after a failed write", self.state_file)
 
     def segment(self, stream_id: str) -> SegmentationResult:
         """Every object's mask on the stream's newest frame (the stream must be one of ``dirty_streams``)."""
@@ -451,8 +474,9 @@ class Worker:
             stream.frames.clear()
 
     # -- persistence -------------------------------------------------------------------------
-    def _save_state(self) -> str | None:
-        """Write every stream's prompts to the state file; why not, when it could not be written."""
+    def _save_state(self, failure: str = "state_save_failed") -> str | None:
+        """Write every stream's prompts to the state file; why not (counted as ``failure``), when it could not
+        be written."""
         if self.state_file is None:
             return None
         data = {"version": STATE_VERSION,
@@ -460,9 +484,11 @@ class Worker:
         try:
             write_json_atomic(self.state_file, data)
         except OSError as exc:
+            self._save_failed_at = self.clock()
             why = f"cannot write prompt state to {self.state_file}: {exc}"
-            self.stats.error("state_save_failed", why)
+            self.stats.error(failure, why)
             return why
+        self._save_failed_at = None
         return None
 
     def _load_state(self) -> None:

@@ -114,7 +114,7 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
     and ``results`` sink, and a zmq ``context`` shared with its console for an inproc:// prompt endpoint."""
     stats = ProcessStats("worker", settings.log.stats_interval_s)
     with SocketFactory(settings, context) as sockets:
-        frames = (link or frame_link(settings, sockets)).receiver(stats)
+        frames = (link or frame_link(settings, sockets)).receiver(stats, settings.worker.streams or None)
         try:
             worker = Worker(settings, engine=engine, stats=stats, intact=frames.intact)
         except BaseException:
