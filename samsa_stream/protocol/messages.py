@@ -23,6 +23,8 @@ from .masks import rle_decode, rle_encode
 CUBE_DTYPES = (np.dtype("<f4"), np.dtype("<f2"))
 MAX_SIDE = 32768  # pixels per image side a receiver accepts
 MAX_PIXELS = 1 << 28
+MAX_MASK_PIXELS = MAX_PIXELS  # decoded mask pixels of one broadcast, every object together (a few bytes of run
+# lengths declare a whole mask, so without this bound 256 objects could ask a display for 64 GiB)
 MAX_OBJECT_ID = 2**31 - 1
 
 
@@ -494,6 +496,9 @@ class MaskBroadcast:
         stream_id, frame_id, capture_ns, hops = _stream_fields(header, "masks")
         size = _size(header, "masks")
         metas = _object_meta(header, "masks")
+        if len(metas) * size[0] * size[1] > MAX_MASK_PIXELS:
+            raise ProtocolError(f"masks: {len(metas)} object(s) of {size[0]} x {size[1]} pixels are more than the "
+                                f"{MAX_MASK_PIXELS} mask pixels a broadcast may hold")
         masks = []
         for i in range(len(metas)):
             counts = _array(arrays, f"rle{i}", "masks")

@@ -52,6 +52,7 @@ from .replay import ReplayLimiter
 log = logging.getLogger(__name__)
 
 Broadcast = list[Any]  # [topic, header, array parts...], ready to send on the XPUB socket
+MAX_TRACKED_PREFIXES = 4096  # distinct subscription prefixes counted as displays (a peer could invent endless ones)
 
 
 @dataclass
@@ -222,11 +223,17 @@ class Publisher:
             event = bytes(parts[0]) if len(parts) == 1 else b""
             if event[:1] == b"\x00":
                 self.stats.count("unsubscriptions")
-                if self.subscriptions[event[1:]] > 0:
-                    self.subscriptions[event[1:]] -= 1
+                prefix = event[1:]
+                if self.subscriptions.get(prefix, 0) > 1:
+                    self.subscriptions[prefix] -= 1
+                else:
+                    self.subscriptions.pop(prefix, None)  # gone: a peer cycling prefixes leaves nothing behind
             elif event[:1] == b"\x01":
                 self.stats.count("subscriptions")
-                self.subscriptions[event[1:]] += 1
+                if event[1:] in self.subscriptions or len(self.subscriptions) < MAX_TRACKED_PREFIXES:
+                    self.subscriptions[event[1:]] += 1
+                else:
+                    self.stats.count("subscriptions_untracked")  # still served; only not counted as a display
                 out.extend(self._subscribed(event[1:]))
             else:
                 self.stats.count("upstream_ignored")

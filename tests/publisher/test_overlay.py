@@ -126,3 +126,6 @@ def test_stream_info_counts_the_displays_subscribed_to_the_stream() -> None:
     assert pub.stream_info("cam0").displays == 2
     pub.on_upstream([[b"\x00mask/"], [b"\x00mask/"]])  # an unsubscription never counts below zero
     assert pub.stream_info("cam0").displays == 1
+    pub.on_upstream([[b"\x01" + b"mask/cam0/x%d" % k] for k in range(3)] + [[b"\x00" + b"mask/cam0/x%d" % k]
+                                                                          for k in range(3)])
+    assert not any(p.startswith(b"mask/cam0/x") for p in pub.subscriptions)  # nothing left behind
