@@ -398,6 +398,8 @@ class Worker:
         accepted during the iteration."""
         self.expire_idle()
         self._retry_save()
+        self.stats.gauge("streams", len(self.streams))
+        self.stats.gauge("objects", sum(len(s.book.objects) for s in self.streams.values()))
         return [sid for sid, s in self.streams.items() if s.dirty and s.frames]
 
     def _retry_save(self) -> None:

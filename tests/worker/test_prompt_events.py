@@ -68,3 +68,14 @@ def test_the_publisher_keeps_prompt_events_between_the_results_around_them() -> 
         assert [u.event.revision for u in updates if u is not None] == [3, 3]
     finally:
         display.close()
+
+
+def test_the_worker_reports_its_streams_and_objects_as_gauges() -> None:
+    cam, frames = phantom_frames(count=1)
+    worker = Worker(load_settings())
+    worker.accept(frames[0])
+    for oid in (1, 2):
+        assert worker.handle_prompt(ClickPrompt(stream_id="cam0", object_id=oid, x=cam.centre(oid - 1, 0)[0],
+                                                y=cam.centre(oid - 1, 0)[1])).ok
+    worker.dirty_streams()
+    assert worker.stats.snapshot()["gauges"] == {"streams": 1, "objects": 2}
