@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.frames < 1:
         raise CommandError(f"--frames must be at least 1, got {args.frames}")
     settings = settings_from(args)  # validates every override before any process starts
-    setup_logging(settings.log.level, "demo")
+    setup_logging(settings.log.level, "demo", settings.log.format)
     summary = run_demo(args.frames, args.out, overrides_from(args), transport=args.transport, timeout_s=args.timeout,
                        config=args.config, clicks=args.clicks,
                        record=args.record.resolve() if args.record is not None else None)

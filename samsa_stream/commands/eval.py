@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..runtime import setup_logging
 
     settings = settings_from(args)
-    setup_logging(settings.log.level, "eval")
+    setup_logging(settings.log.level, "eval", settings.log.format)
     if not 1 <= args.clicks <= MAX_CLICKS:
         raise CommandError(f"--clicks must be 1..{MAX_CLICKS}, got {args.clicks}")
     check_dataset_flags(args)

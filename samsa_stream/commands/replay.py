@@ -62,7 +62,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..runtime import setup_logging
 
     settings = settings_from(args)  # every override checked before anything starts
-    setup_logging(settings.log.level, "replay")
+    setup_logging(settings.log.level, "replay", settings.log.format)
     if args.speed <= 0:
         raise CommandError(f"--speed must be above 0, got {args.speed}")
     if args.timeout <= 0:

@@ -341,7 +341,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..runtime import setup_logging
 
     settings = settings_from(args)
-    setup_logging(settings.log.level, "segment")
+    setup_logging(settings.log.level, "segment", settings.log.format)
     if args.out.suffix != ".npz":
         raise CommandError(f"--out must name a .npz file, got {args.out}")
     clicks: list[ClickSpec] = args.clicks

@@ -116,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..worker.engines.sam2_runner import Sam2Runner
 
     settings = settings_from(args)
-    setup_logging(settings.log.level, "train-adapter")
+    setup_logging(settings.log.level, "train-adapter", settings.log.format)
     _check_args(args)
     worker = settings.worker
     config = TrainConfig(lr=args.lr, batch=args.batch, max_clicks=args.max_clicks, seed=worker.seed,

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 READER_JOIN_S = 0.5  # how long a stopping ingest waits for its reader thread before leaving it behind
 
 
+WATCHDOG_STEP_S = 1.0  # the longest a pacing wait goes without a watchdog ping
+
+
 class Pacer:
     """Waits between frames: ``fixed`` at fps, ``recorded`` by the capture timestamps, ``fast`` not at all."""
 
@@ -54,9 +57,12 @@ class Pacer:
         else:
             due = self._start + self._count * self.period
         self._count += 1
-        if due > now:
-            self.stop.wait(due - now)
-        elif now - due > 1.0 and self.mode != "fast":
+        while due > now and not self.stop.is_set():
+            # A long wait (a low fps, a gap in a recorded capture) still keeps systemd's watchdog fed.
+            self.stop.wait(min(due - now, WATCHDOG_STEP_S))
+            supervision.current().watchdog()
+            now = time.monotonic()
+        if now - due > 1.0 and self.mode != "fast":
             self._start, self._count, self._first_ts = now, 1, timestamp_ns  # fell far behind: restart the clock
 
 

@@ -189,3 +189,27 @@ def test_a_source_that_breaks_ends_ingest_with_its_traceback() -> None:
         assert [f.frame_id for f in ingest.received()] == [0]
     finally:
         ingest.close()
+
+
+def test_a_long_pacing_wait_keeps_the_watchdog_fed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow camera (or a gap in a recorded capture) must not look like a wedged ingest to systemd."""
+    from samsa_stream import supervision
+    from samsa_stream.ingest import process
+
+    stop = threading.Event()
+
+    class Counting:
+        pings = 0
+
+        def watchdog(self) -> None:
+            self.pings += 1
+            if self.pings == 3:
+                stop.set()
+
+    notifier = Counting()
+    monkeypatch.setattr(process, "WATCHDOG_STEP_S", 0.01)
+    monkeypatch.setattr(supervision, "current", lambda: notifier)
+    pacer = process.Pacer("fixed", 0.001, stop)  # a frame every 1000 s
+    pacer.wait(None)  # the first frame: due now
+    pacer.wait(None)  # the second: due in 1000 s; returns once stopped, pinging meanwhile
+    assert notifier.pings == 3
