@@ -21,12 +21,15 @@ from hypothesis import strategies as st
 from samsa_stream.protocol import (
     ClickPrompt,
     CubeFrame,
+    FrameImage,
     MaskBroadcast,
     ObjectMask,
     OverlayImage,
+    PromptEvent,
     PromptReply,
     ProtocolError,
     SegmentationResult,
+    StreamInfo,
     decode_prompt,
     encode_image,
 )
@@ -66,6 +69,13 @@ def _samples() -> dict[str, tuple[list[bytes], Callable[[list[Any]], Any]]]:
                                 "abc").to_parts(), MaskBroadcast.from_parts),
         "overlay": (OverlayImage("cam0", 4, 5, "png", encode_image(frame.rgb, "png"), 9, [], "abc").to_parts(),
                     OverlayImage.from_parts),
+        "image": (FrameImage("cam0", 4, 5, "png", encode_image(frame.rgb, "png"), 9, [["publisher_out", 1]],
+                             "abc").to_parts(), FrameImage.from_parts),
+        "stream": (StreamInfo("cam0", 4, 5, (h, w), "spectral", [500.0, 600.0], ["n"],
+                              [{**o.meta(), "area": int(o.mask.sum())} for o in objects], True, 12.5, 2, 9,
+                              [["worker_out", 7]], "abc").to_parts(), StreamInfo.from_parts),
+        "prompt_event": (PromptEvent("cam0", {"op": "click", "request_id": 3, "object_id": 1, "x": 2.0, "y": 3.0},
+                                     True, None, 4, 2, 123, 5, "abc").to_parts(), PromptEvent.from_parts),
     }
     return {k: ([bytes(p) for p in parts], fn) for k, (parts, fn) in messages.items()}
 
