@@ -35,7 +35,8 @@ def test_objects_keep_their_memory_through_a_worker_killed_mid_stream(tmp_path) 
     click."""
     state = tmp_path / "state" / "prompts.json"
     overrides = {**FAST, "worker": {"engine": "rgb", "random_weights": True, "image_size": 128, "device": "cpu",
-                                    "state_file": str(state), "track_save_interval_s": 0}}
+                                    "state_file": str(state), "track_save_interval_s": 0},
+                 "sockets": {"reply_timeout_ms": 30_000}}  # a SAM2 worker on a busy CPU answers between frames
     with LocalNode(overrides, run_dir=tmp_path) as node:
         start_all(node)
         console = console_for(node)
