@@ -53,6 +53,7 @@ from samsa_stream.ingest.normalize import Normalizer
 from samsa_stream.ingest.sources.phantom import PhantomCamera
 from samsa_stream.node import LocalNode
 from samsa_stream.protocol import ClickPrompt, now_ns, topic
+from samsa_stream.protocol.mutations import Mangler
 from samsa_stream.settings import IngestSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,6 +111,7 @@ class Chaos:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
+        self.mangler = Mangler(args.seed)
         self.out: Path = args.out
         run = self.out / "run"
         self.view_dir = self.out / "view"
@@ -183,25 +185,7 @@ class Chaos:
 
     def garbage(self, valid: list[bytes]) -> list[bytes]:
         """One malformed multipart message, made from ``valid`` or from nothing."""
-        r = self.rng
-        kind = r.randrange(6)
-        if kind == 0:
-            return [r.randbytes(r.randrange(0, 64)) for _ in range(r.randrange(1, 4))]
-        if kind == 1:  # truncated part
-            i = r.randrange(len(valid))
-            return valid[:i] + [valid[i][: r.randrange(max(1, len(valid[i])))]] + valid[i + 1:]
-        if kind == 2:  # flipped bytes
-            parts = [bytearray(p) for p in valid]
-            for _ in range(r.randrange(1, 8)):
-                p = parts[r.randrange(len(parts))]
-                if p:
-                    p[r.randrange(len(p))] = r.randrange(256)
-            return [bytes(p) for p in parts]
-        if kind == 3:  # a valid header of another type
-            return [msgpack.packb({"v": 1, "type": r.choice(["frame", "masks", "prompt", "result", "x"])})]
-        if kind == 4:  # a part missing or one too many
-            return valid[:-1] if r.random() < 0.5 and len(valid) > 1 else valid + [b"\0" * r.randrange(16)]
-        return [msgpack.packb(r.choice([[], {}, 7, "text", None, {"v": 1}, {"v": 1, "type": None}]))]
+        return self.mangler(valid)
 
     # -- actions ---------------------------------------------------------------------------------
     def kill(self, name: str) -> dict[str, Any]:

@@ -6,16 +6,15 @@ request, and a valid frame still becomes a mask at a display."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
-import msgpack
 import pytest
 import zmq
 
 from samsa_stream.node import LocalNode, wait_until
 from samsa_stream.protocol import ClickPrompt, CubeFrame, PromptEvent, SegmentationResult, topic
+from samsa_stream.protocol.mutations import Mangler
 from tests.conftest import phantom_frames
 from tests.integration.conftest import Display, console_for, raw_socket, status
 
@@ -28,44 +27,6 @@ CAM, FRAMES = phantom_frames(bands=24, height=60, width=80, count=4)
 
 def _parts(message: list[Any]) -> list[bytes]:
     return [bytes(p) for p in message]
-
-
-class Garbage:
-    """Malformed multipart messages made from valid ones, reproducibly (one seed)."""
-
-    def __init__(self, seed: int) -> None:
-        self.rng = random.Random(seed)
-
-    def header_field(self, valid: list[bytes]) -> list[bytes]:
-        header = msgpack.unpackb(valid[0])
-        key = self.rng.choice([*header, "cube_ref"])
-        header[key] = self.rng.choice([None, -1, 2**64 - 1, 1e308, float("nan"), "", "x" * 5000, [], {}, [[1]],
-                                       {"name": "/dev/shm/none", "slot": 3, "ring": "x", "generation": -1},
-                                       {"ring": "samsa-0", "slot": 0, "seq": 2**63, "shape": [1, 1, 1]}])
-        return [msgpack.packb(header), *valid[1:]]
-
-    def __call__(self, valid: list[bytes]) -> list[bytes]:
-        r = self.rng
-        kind = r.randrange(7)
-        if kind == 0:
-            return [r.randbytes(r.randrange(0, 100)) for _ in range(r.randrange(1, 5))]
-        if kind == 1:
-            i = r.randrange(len(valid))
-            return [*valid[:i], valid[i][: r.randrange(max(1, len(valid[i])))], *valid[i + 1:]]
-        if kind == 2:
-            parts = [bytearray(p) for p in valid]
-            for _ in range(r.randrange(1, 10)):
-                part = parts[r.randrange(len(parts))]
-                if part:
-                    part[r.randrange(len(part))] = r.randrange(256)
-            return [bytes(p) for p in parts]
-        if kind == 3:
-            return self.header_field(valid)
-        if kind == 4:
-            return valid[:-1] if len(valid) > 1 and r.random() < 0.5 else [*valid, r.randbytes(r.randrange(0, 9))]
-        if kind == 5:
-            return [b""] * r.randrange(1, 4)
-        return r.choice(OTHER_TYPES)  # a valid message of the wrong type
 
 
 OTHER_TYPES = [_parts(ClickPrompt(stream_id="cam0", object_id=1, x=1.0, y=1.0).to_parts()),
@@ -100,7 +61,7 @@ def test_ten_thousand_random_messages_leave_both_loops_working(node: LocalNode) 
     prompts_ctx, prompts = raw_socket(zmq.DEALER, endpoints.prompts, bind=False)
     results.setsockopt(zmq.SNDTIMEO, 10_000)  # a publisher that stopped reading fails the test, never hangs it
     display = Display(node)
-    garbage = Garbage(seed=20260)
+    garbage = Mangler(seed=20260, others=OTHER_TYPES)
     next_id = [0]
 
     def frame_arrived() -> bool:
