@@ -77,7 +77,6 @@ class PointPrompts:
 
     coords: list[tuple[float, float]]
     labels: list[int]
-    fresh: bool  # a positive click of the object is on or near this frame
     refine: bool = False  # the previous logits were made on this very frame (a click added to a mask)
 
     def add(self, x: float, y: float, label: int) -> None:
@@ -205,7 +204,7 @@ class Sam2Engine(Engine[Sam2Context]):
             if track.cond and (mem.restarted or frame.frame_id + mem.offset < track.last_frame):
                 self.tracker.restart(track)
                 mem.offset = track.last_frame + 1 - frame.frame_id
-                mem.restarted, mem.frame_points = False, []
+                mem.frame_points = []
                 mem.touch()
             mem.restarted = False
             index = frame.frame_id + mem.offset
@@ -261,8 +260,7 @@ class Sam2Engine(Engine[Sam2Context]):
         # A click from a larger frame of the stream lands on this frame's edge.
         added = [(float(min(max(c.x, 0), w - 1)), float(min(max(c.y, 0), h - 1)), int(c.positive)) for c in new]
         mem.frame_points = [*earlier, *added]
-        points = PointPrompts([(x, y) for x, y, _ in mem.frame_points], [label for _, _, label in mem.frame_points],
-                              fresh=True)
+        points = PointPrompts([(x, y) for x, y, _ in mem.frame_points], [label for _, _, label in mem.frame_points])
         self.extra_points(ctx, points, maps)
         result = self.tracker.click(track, index, ctx.tracked, np.asarray(points.coords, dtype=np.float32),
                                     np.asarray(points.labels, dtype=np.int32), replace=True, guidance=guidance)
@@ -369,7 +367,7 @@ class Sam2Engine(Engine[Sam2Context]):
     def base_points(self, ctx: Sam2Context, obj: TrackedObject) -> PointPrompts:
         """The object's clicks as point prompts on this frame (a click outside it lands on its edge)."""
         h, w = ctx.frame.cube.shape[:2]
-        points = PointPrompts([], [], fresh=True)
+        points = PointPrompts([], [])
         for c in obj.clicks:
             points.add(float(min(max(c.x, 0), w - 1)), float(min(max(c.y, 0), h - 1)), int(c.positive))
         return points
