@@ -390,6 +390,19 @@ class MetricsSettings(_Section):
         return value
 
 
+class ThreadSettings(_Section):
+    """Threads each process computes with; 0 = sized from the cores this process may use (docs/performance.md).
+
+    Every pool waits passively (no spinning), BLAS runs one thread per call and the large per-frame products
+    (spectral angles, pseudo-RGB, layout conversion) are split into blocks over the process's own pool, so
+    processes sharing a small box take turns instead of fighting."""
+
+    ingest: int = Field(0, ge=0, le=256, description="ingest process (0: a quarter of the cores, at least 1)")
+    worker: int = Field(0, ge=0, le=256, description="worker process (0: every core)")
+    publisher: int = Field(0, ge=0, le=256, description="publisher and display bridges (0: 1)")
+    tools: int = Field(0, ge=0, le=256, description="every other command: segment, eval, bench ... (0: every core)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SAMSA_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -407,6 +420,7 @@ class Settings(BaseSettings):
     igtl: IgtlSettings = IgtlSettings()
     record: RecordSettings = RecordSettings()
     metrics: MetricsSettings = MetricsSettings()
+    threads: ThreadSettings = ThreadSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

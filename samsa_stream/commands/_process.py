@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import supervision
+from .. import supervision, threads
 from ..cli import settings_from
 from ..errors import CommandError
 from ..metrics import serve_metrics
@@ -15,6 +15,11 @@ from ..runtime import ProcessStats, setup_logging, stop_on_signals
 from ..settings import Settings
 
 Runner = Callable[[Settings, threading.Event, Path | None], ProcessStats]
+
+# Which thread budget (settings.threads) each process takes: display bridges and the recorder are light, like
+# the publisher.
+ROLES: dict[str, threads.Role] = {"ingest": "ingest", "worker": "worker", "publisher": "publisher",
+                                  "web": "publisher", "igtl": "publisher", "view": "publisher", "record": "publisher"}
 
 
 def run_process(name: str, args: argparse.Namespace, runner: Runner) -> int:
@@ -28,6 +33,7 @@ def run_process(name: str, args: argparse.Namespace, runner: Runner) -> int:
     if stats_file is not None and not stats_file.parent.is_dir():  # found now, not hours later at exit
         raise CommandError(f"--stats-file {stats_file}: folder {stats_file.parent} does not exist")
     setup_logging(settings.log.level, name, settings.log.format)
+    threads.configure(threads.threads_for(settings.threads, ROLES.get(name, "tools")))
     stop = stop_on_signals()
     notifier = supervision.Notifier.from_environment()
     supervision.install(notifier)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import threads
 from ..errors import SamsaError
 
 HALF_PI = np.float32(np.pi / 2)
@@ -110,24 +111,23 @@ def sensor_noise(cube: np.ndarray) -> float:
     return value if np.isfinite(value) else 0.0
 
 
-_BLOCK = 16384  # pixels per block: the block's spectra stay in cache between the product and the arccos
+# Pixels per block: a block's spectra (3 MB at 100 bands) stay in cache from their norms through the
+# product to the arccos, so each map is one pass over the cube in memory; blocks spread over the threads.
+_BLOCK = 8192
 
 
 class PixelSpectra:
-    """A frame's pixel spectra and their norms, computed once per frame and shared by every
-    reference of every object. No normalised copy of the cube is made: each angle map is one
-    pass over the cube (a matrix product scaled by the stored inverse norms)."""
+    """A frame's pixel spectra and their norms, shared by every reference of every object.
+
+    No normalised copy of the cube is made: the inverse norms are computed with the first angle map,
+    in the same pass over the cube, and kept, so every map is one pass (a product scaled by them).
+    A float16 cube is converted block by block as it is read."""
 
     def __init__(self, pixels: np.ndarray, shape: tuple[int, int]) -> None:
-        self.pixels = pixels  # (H*W, B) float32; a view of the cube when it is float32 already
+        self.pixels = pixels  # (H*W, B) float32 or float16; a view of the cube when it is contiguous
         self.shape = shape
-        norms = np.sqrt(np.einsum("ij,ij->i", pixels, pixels))
-        precise = norms > _TINY_NORM
-        self.inv_norm = np.zeros(norms.shape, dtype=np.float32)
-        self.inv_norm[precise] = 1.0 / norms[precise]
-        # Squares of tiny values underflow float32: those few rows get their cosines in float64.
-        nonzero_tiny = np.flatnonzero(~precise)
-        self.tiny = nonzero_tiny[np.any(pixels[nonzero_tiny] != 0, axis=1)] if nonzero_tiny.size else nonzero_tiny
+        self.inv_norm: np.ndarray | None = None  # (H*W,) 1/|s(x)|, 0 for zero and tiny spectra
+        self.tiny = np.empty(0, dtype=np.intp)  # non-zero rows whose float32 squares underflow: float64 cosines
 
     @classmethod
     def of(cls, cube: np.ndarray) -> PixelSpectra:
@@ -135,7 +135,8 @@ class PixelSpectra:
         if cube.ndim != 3:
             raise SpectralError(f"cube must be H x W x B, got shape {cube.shape}")
         h, w, b = cube.shape
-        return cls(np.ascontiguousarray(cube.reshape(-1, b), dtype=np.float32), (h, w))
+        keep = cube.dtype if cube.dtype in (np.float16, np.float32) else np.float32
+        return cls(np.ascontiguousarray(cube.reshape(-1, b), dtype=keep), (h, w))
 
     @property
     def bands(self) -> int:
@@ -146,13 +147,29 @@ class PixelSpectra:
         directions = _unit_references(references, self.bands)  # (B, K)
         n = self.pixels.shape[0]
         theta = np.empty((n, directions.shape[1]), dtype=np.float32)
-        for start in range(0, n, _BLOCK):
-            stop = min(start + _BLOCK, n)
-            cosine = self.pixels[start:stop] @ directions
-            cosine *= self.inv_norm[start:stop, None]  # a zero spectrum has 0 here: a right angle to everything
+        first = self.inv_norm is None
+        inv_norm = np.empty(n, dtype=np.float32) if self.inv_norm is None else self.inv_norm
+
+        def block(start: int, stop: int) -> None:
+            pixels = self.pixels[start:stop].astype(np.float32, copy=False)
+            inv = inv_norm[start:stop]
+            if first:
+                norms = np.sqrt(np.einsum("ij,ij->i", pixels, pixels))
+                precise = norms > _TINY_NORM
+                inv[:] = 0.0
+                np.divide(1.0, norms, out=inv, where=precise)
+            cosine = pixels @ directions
+            cosine *= inv[:, None]  # a zero spectrum has 0 here: a right angle to everything
             np.clip(cosine, -1.0, 1.0, out=cosine)
             np.arccos(cosine, out=theta[start:stop])
-        if self.tiny.size:
+
+        threads.map_blocks(block, n, _BLOCK)
+        if first:
+            self.inv_norm = inv_norm
+            unscaled = np.flatnonzero(inv_norm == 0)
+            if unscaled.size:
+                self.tiny = unscaled[np.any(self.pixels[unscaled] != 0, axis=1)]
+        if self.tiny.size:  # squares of tiny values underflow float32: those few rows get their cosines in float64
             rows = self.pixels[self.tiny].astype(np.float64)
             rows /= np.abs(rows).max(axis=1, keepdims=True)
             rows /= np.linalg.norm(rows, axis=1, keepdims=True)

@@ -128,3 +128,30 @@ def test_similarity_best_positive_and_negative_push_down() -> None:
     assert s2[0, 0] == pytest.approx(1.0)  # nearer its positive: unchanged
     assert s2[0, 1] < s[0, 1] - 0.1  # nearer the negative: pushed down by the margin
     assert angle_to_similarity(np.float32(np.pi)) == 0.0
+
+
+def test_maps_spanning_many_blocks_match_the_reference_with_odd_pixels_in_every_block() -> None:
+    from samsa_stream.spectral.angles import _BLOCK, PixelSpectra
+
+    rng = np.random.default_rng(3)
+    n = 3 * _BLOCK + 5  # the last block is short
+    cube = rng.uniform(0.05, 0.95, (n, 1, 6)).astype(np.float32)
+    cube[[0, _BLOCK, 2 * _BLOCK + 7, n - 1]] = 0.0  # zero spectra in several blocks
+    cube[[5, _BLOCK + 3, n - 2]] *= np.float32(1e-20)  # squares underflow float32
+    refs = rng.uniform(0.1, 1.0, (2, 6)).astype(np.float32)
+    spectra = PixelSpectra.of(cube)
+    first = spectra.angles(refs[:1])
+    again = spectra.angles(refs)  # the norms kept from the first map
+    expected = reference_angles(cube, refs)
+    np.testing.assert_allclose(first[..., 0], expected[..., 0], atol=2e-3)
+    np.testing.assert_allclose(again, expected, atol=2e-3)
+    np.testing.assert_allclose(again[..., :1], first, atol=1e-5)  # one reference or two: other BLAS kernels
+    np.testing.assert_allclose(again[[0, _BLOCK, n - 1], 0], np.pi / 2, atol=1e-6)
+    np.testing.assert_allclose(again[[5, _BLOCK + 3, n - 2]], expected[[5, _BLOCK + 3, n - 2]], atol=1e-5)
+
+
+def test_a_float16_cube_gives_the_angles_of_its_values() -> None:
+    rng = np.random.default_rng(4)
+    cube = rng.uniform(0.05, 0.95, (40, 300, 12)).astype(np.float16)
+    refs = rng.uniform(0.1, 1.0, (2, 12)).astype(np.float32)
+    np.testing.assert_array_equal(spectral_angles(cube, refs), spectral_angles(cube.astype(np.float32), refs))
