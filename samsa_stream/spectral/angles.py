@@ -142,6 +142,22 @@ class PixelSpectra:
     def bands(self) -> int:
         return int(self.pixels.shape[1])
 
+    def inverse_norms(self) -> np.ndarray:
+        """(H*W,) 1/|s(x)| (0 for zero and tiny spectra): kept from the first angle map, or computed now."""
+        if self.inv_norm is None:
+            inv_norm = np.empty(self.pixels.shape[0], dtype=np.float32)
+            threads.map_blocks(lambda start, stop: _inverse_norms(self.pixels[start:stop], inv_norm[start:stop]),
+                               self.pixels.shape[0], _BLOCK)
+            self._keep_norms(inv_norm)
+            return inv_norm
+        return self.inv_norm
+
+    def _keep_norms(self, inv_norm: np.ndarray) -> None:
+        self.inv_norm = inv_norm
+        unscaled = np.flatnonzero(inv_norm == 0)
+        if unscaled.size:
+            self.tiny = unscaled[np.any(self.pixels[unscaled] != 0, axis=1)]
+
     def angles(self, references: np.ndarray) -> np.ndarray:
         """Angles (H, W, K) float32 to each of ``references`` (K, B)."""
         directions = _unit_references(references, self.bands)  # (B, K)
@@ -154,10 +170,7 @@ class PixelSpectra:
             pixels = self.pixels[start:stop].astype(np.float32, copy=False)
             inv = inv_norm[start:stop]
             if first:
-                norms = np.sqrt(np.einsum("ij,ij->i", pixels, pixels))
-                precise = norms > _TINY_NORM
-                inv[:] = 0.0
-                np.divide(1.0, norms, out=inv, where=precise)
+                _inverse_norms(pixels, inv)
             cosine = pixels @ directions
             cosine *= inv[:, None]  # a zero spectrum has 0 here: a right angle to everything
             np.clip(cosine, -1.0, 1.0, out=cosine)
@@ -165,16 +178,21 @@ class PixelSpectra:
 
         threads.map_blocks(block, n, _BLOCK)
         if first:
-            self.inv_norm = inv_norm
-            unscaled = np.flatnonzero(inv_norm == 0)
-            if unscaled.size:
-                self.tiny = unscaled[np.any(self.pixels[unscaled] != 0, axis=1)]
+            self._keep_norms(inv_norm)
         if self.tiny.size:  # squares of tiny values underflow float32: those few rows get their cosines in float64
             rows = self.pixels[self.tiny].astype(np.float64)
             rows /= np.abs(rows).max(axis=1, keepdims=True)
             rows /= np.linalg.norm(rows, axis=1, keepdims=True)
             theta[self.tiny] = np.arccos(np.clip(rows @ directions.astype(np.float64), -1.0, 1.0))
         return theta.reshape(self.shape[0], self.shape[1], -1)
+
+
+def _inverse_norms(pixels: np.ndarray, out: np.ndarray) -> None:
+    """1/|s| of each row of ``pixels`` into ``out``; 0 where the float32 norm is too small to be precise."""
+    block = pixels.astype(np.float32, copy=False)
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+    out[:] = 0.0
+    np.divide(1.0, norms, out=out, where=norms > _TINY_NORM)
 
 
 def _unit_references(references: np.ndarray, bands: int) -> np.ndarray:

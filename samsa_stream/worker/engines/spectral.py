@@ -45,7 +45,8 @@ class SpectralContext(FrameContext):
         once per frame, shared by every object)."""
         if self._noise_angle is None:
             scale = np.float32(self.noise * np.sqrt(self.spectra.bands))
-            angle = np.where(self.spectra.inv_norm > 0, scale * self.spectra.inv_norm, HALF_PI)
+            inv_norm = self.spectra.inverse_norms()
+            angle = np.where(inv_norm > 0, scale * inv_norm, HALF_PI)
             self._noise_angle = angle.reshape(self.spectra.shape).astype(np.float32, copy=False)
         return self._noise_angle
 
