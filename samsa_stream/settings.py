@@ -260,6 +260,19 @@ class WorkerSettings(_Section):
         "SAM2 input size (square); official weights are trained at 1024, smaller sizes are for tests"))
     adapter: Path | None = Field(None, description="engine 'decoder': fusion adapter weights (.safetensors or .pt)")
     prompt: PromptEngineSettings = PromptEngineSettings()
+    batch_streams: int = Field(4, ge=1, le=16, description=(
+        "SAM2 engines: frames of this many streams that are ready together go through the image encoder as one "
+        "batch (1 = one frame at a time)"))
+    warmup_frames: int = Field(1, ge=0, le=64, description=(
+        "synthetic frames run through the engine before the worker reports ready, so the first real frame pays "
+        "no kernel selection or compilation (0 = none)"))
+    compile_image_encoder: bool = Field(False, description="SAM2 engines: torch.compile the image encoder")
+    compile_memory_attention: bool = Field(False, description="SAM2 engines: torch.compile the memory attention")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description=("torch.compile mode (inductor backend); 'reduce-overhead' adds CUDA graphs, which "
+                                "fit the image encoder's static input size"))
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field("inductor", description=(
+        "torch.compile backend; 'eager' only checks that compilation is wired (tests)"))
 
     @field_validator("streams", mode="before")
     @classmethod

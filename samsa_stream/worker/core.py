@@ -411,6 +411,45 @@ class Worker:
             self.stats.count("state_save_retried")
             log.info("prompt state written to %s again after a failed write", self.state_file)
 
+    def warm_up(self) -> int:
+        """Run ``worker.warmup_frames`` synthetic frames through the engine (before the worker reports ready);
+        the number run (``warmup_frames``). A failure is counted (``warmup_failed``) and the worker serves
+        anyway: the first real frames then pay what the warm-up would have."""
+        wanted = self.settings.worker.warmup_frames
+        if wanted <= 0:
+            return 0
+        try:
+            done = self.engine.warm_up(wanted)
+        except Exception as exc:  # an optimisation that failed must not keep the worker from serving
+            log.exception("warm-up of engine %s failed", self.engine.name)
+            self.stats.error("warmup_failed", _bounded(f"warm-up of engine {self.engine.name}: "
+                                                       f"{type(exc).__name__}: {exc}"))
+            return 0
+        if done:
+            self.stats.count("warmup_frames", done)
+            log.info("engine %s warmed up on %d synthetic frame(s)", self.engine.name, done)
+        return done
+
+    def prepare_streams(self, stream_ids: list[str]) -> int:
+        """Prepare the newest frames of ``stream_ids`` (those with objects) together, in batches of
+        ``worker.batch_streams``, when the engine gains from it (``batch_prepare``); ``segment`` then finds
+        each frame prepared. The number of frames prepared together. A failure is counted
+        (``batch_prepare_failed``) and leaves each stream to be prepared alone in ``segment``."""
+        if not self.engine.batch_prepare or self.settings.worker.batch_streams <= 1:
+            return 0
+        frames = [s.frames[-1] for sid in stream_ids
+                  if (s := self.streams.get(sid)) is not None and s.dirty and s.frames and s.book.objects]
+        if len(frames) < 2:
+            return 0
+        try:
+            self.engine.prepare_many(frames)
+        except Exception as exc:  # the streams are prepared one by one instead, each fault on its own stream
+            log.exception("preparing %d frames together failed", len(frames))
+            self.stats.error("batch_prepare_failed", _bounded(f"{len(frames)} frames: {type(exc).__name__}: {exc}"))
+            return 0
+        self.stats.count("frames_batched", len(frames))
+        return len(frames)
+
     def segment(self, stream_id: str) -> SegmentationResult:
         """Every object's mask on the stream's newest frame (the stream must be one of ``dirty_streams``)."""
         stream = self.streams[stream_id]

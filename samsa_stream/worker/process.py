@@ -81,7 +81,9 @@ def _publish_dirty(worker: Worker, frames: FrameReceiver, results: ResultSink, b
     """Segment every stream with a new frame or changed prompts and send the results; ``between``
     runs after each stream (serving prompts), so it may add, change or evict streams."""
     stats = worker.stats
-    for stream_id in worker.dirty_streams():  # a snapshot: prompts served in between may change the dict
+    dirty = worker.dirty_streams()  # a snapshot: prompts served in between may change the dict
+    worker.prepare_streams(dirty)  # frames of several streams through the image encoder at once
+    for stream_id in dirty:
         stream = worker.streams.get(stream_id)
         if stream is None or not stream.dirty or not stream.frames:
             continue  # evicted or reset meanwhile
@@ -135,8 +137,10 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
 
             loop.add(prompts, serve_prompts)
             loop.add(frames.pollable, lambda: _take_frames(frames, worker))
-            # Ready once the engine (and its model) is loaded and the sockets are bound and connected.
-            supervision.current().ready(f"engine {worker.engine.name} loaded; serving prompts and frames")
+            # Ready once the engine (and its model) is loaded and warmed up and the sockets are bound and connected.
+            warmed = worker.warm_up()
+            supervision.current().ready(f"engine {worker.engine.name} loaded, warmed up on {warmed} frame(s); "
+                                        "serving prompts and frames")
 
             def serve_waiting_prompts() -> None:
                 if loop.ready(prompts):

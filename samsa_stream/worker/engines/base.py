@@ -1,7 +1,9 @@
 """The engine seam: every segmentation method (spectral, rgb, prompt, decoder) implements this.
 
 The worker calls ``prepare`` once per frame (the place for work shared by every object,
-such as SAM2's image embedding) and ``segment`` once per object on that frame.
+such as SAM2's image embedding) and ``segment`` once per object on that frame. Engines that gain from
+it (``batch_prepare``) get the frames of several streams at once through ``prepare_many`` first. Before
+serving, the worker runs ``warm_up``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 
 from ...errors import SamsaError
 from ...protocol import CubeFrame
-from ..prompts import TrackedObject
+from ..prompts import Click, TrackedObject
 
 
 class EngineError(SamsaError, RuntimeError):
@@ -83,6 +85,18 @@ class Engine(ABC, Generic[Ctx]):
     def segment(self, ctx: Ctx, obj: TrackedObject, memory: ObjectMemory) -> Segmentation:
         """One object's mask on the prepared frame; update ``memory`` for the next frame."""
 
+    batch_prepare: bool = False  # whether ``prepare_many`` does better than one ``prepare`` per frame
+
+    def prepare_many(self, frames: list[CubeFrame]) -> list[Ctx]:
+        """``prepare`` of each frame (of different streams), in order; engines with ``batch_prepare`` share
+        the work (e.g. one image-encoder run), and a later ``prepare`` of the same frame returns its context."""
+        return [self.prepare(frame) for frame in frames]
+
+    def warm_up(self, frames: int) -> int:
+        """Run ``frames`` synthetic frames through the engine before it serves, so the first real frame pays
+        no one-off cost (kernel selection, compilation); the number run. Default: none (nothing to warm)."""
+        return 0
+
     def forget(self, stream_id: str) -> None:
         """Let go of anything kept for ``stream_id`` (the worker dropped the stream or its frames)."""
 
@@ -103,3 +117,43 @@ class Engine(ABC, Generic[Ctx]):
         """Engines with equal keys prepare the same context for a frame, so one ``prepare`` serves them
         all (e.g. every SAM2 engine on one model shares the image embedding)."""
         return self
+
+
+WARMUP_STREAM = "warm-up"
+
+
+def synthetic_frames(count: int, height: int = 64, width: int = 64, bands: int = 16) -> list[CubeFrame]:
+    """``count`` frames of one stream (``WARMUP_STREAM``): a smooth reflectance cube with a brighter square,
+    its grey pseudo-RGB; what a warm-up runs through an engine."""
+    wavelengths = np.linspace(500.0, 1000.0, bands)
+    rows, cols = np.mgrid[0:height, 0:width]
+    frames = []
+    for i in range(count):
+        inside = (abs(rows - height / 2) < height / 4) & (abs(cols - width / 2 - i) < width / 4)
+        level = np.where(inside, 0.7, 0.3).astype(np.float32)
+        cube = level[..., None] * np.linspace(0.8, 1.2, bands, dtype=np.float32)
+        rgb = np.repeat((level * 255).astype(np.uint8)[..., None], 3, axis=2)
+        frames.append(CubeFrame(stream_id=WARMUP_STREAM, frame_id=i, capture_ns=0, cube=cube,
+                                wavelengths_nm=wavelengths, rgb=rgb))
+    return frames
+
+
+def run_synthetic(engine: Engine, count: int) -> int:
+    """Run ``count`` synthetic frames through ``engine``: one object clicked at the centre of the first,
+    then followed on the rest; the engine forgets the stream afterwards. The number of frames run."""
+    frames = synthetic_frames(count)
+    if not frames:
+        return 0
+    first = frames[0]
+    h, w = first.cube.shape[:2]
+    obj = TrackedObject(1, "warm-up", (255, 255, 255))
+    obj.clicks.append(Click(x=w / 2, y=h / 2, positive=True, frame_id=first.frame_id,
+                            reference=first.cube[h // 2, w // 2].astype(np.float32),
+                            wavelengths_nm=first.wavelengths_nm))
+    memory = ObjectMemory()
+    try:
+        for frame in frames:
+            engine.segment(engine.prepare(frame), obj, memory)
+    finally:
+        engine.forget(WARMUP_STREAM)
+    return len(frames)

@@ -36,7 +36,8 @@ from ...protocol import CubeFrame
 from ...settings import WorkerSettings
 from ..prompts import TrackedObject
 from . import torch_angles
-from .base import Engine, EngineError, EngineMemory, FrameContext, ObjectMemory, Segmentation
+from .base import Engine, EngineError, EngineMemory, FrameContext, ObjectMemory, Segmentation, run_synthetic
+from .device import Pending
 from .sam2_model import load_sam2
 from .sam2_runner import LOW_RES_CLAMP, ImageFeatures, Sam2Runner
 from .sam2_tracker import Guidance, ObjectTrack, Sam2Tracker, TrackerFrame, TrackResult
@@ -55,10 +56,16 @@ class Sam2Context(FrameContext):
     features: ImageFeatures
     tracked: TrackerFrame | None = None  # None for a context made for single-image use only
     spectra: torch_angles.PixelSpectra | None = None
+    cube: Pending | None = None  # the cube on its way to the device, started with the image encoder's run
 
     def pixel_spectra(self, device: torch.device) -> torch_angles.PixelSpectra:
         if self.spectra is None:
-            self.spectra = torch_angles.PixelSpectra.of(torch_angles.cube_to_device(self.frame.cube, device))
+            if self.cube is not None:
+                cube = self.cube.get()
+                self.cube = None
+            else:
+                cube = torch_angles.cube_to_device(self.frame.cube, device, keep_half=device.type != "cpu")
+            self.spectra = torch_angles.PixelSpectra.of(cube)
         return self.spectra
 
 
@@ -169,24 +176,53 @@ class Sam2Engine(Engine[Sam2Context]):
         return cls(Sam2Runner(load_sam2(settings)), settings)
 
     # -- per frame ---------------------------------------------------------------------------
+    batch_prepare = True
+
     def prepare(self, frame: CubeFrame) -> Sam2Context:
         """Run the image encoder on the frame, or return what it gave for this very frame."""
-        cached = self._frames.get(frame.stream_id)
-        if cached is not None and cached.frame is frame:
-            self._frames.move_to_end(frame.stream_id)
-            return cached
-        hw = (int(frame.rgb.shape[0]), int(frame.rgb.shape[1]))
-        backbone = self.runner.forward_image(frame.rgb)
-        ctx = Sam2Context(frame=frame, features=self.runner.features_of(backbone, hw),
-                          tracked=self.tracker.frame_of(backbone, hw))
-        self._frames[frame.stream_id] = ctx
-        self._frames.move_to_end(frame.stream_id)
+        return self.prepare_many([frame])[0]
+
+    def prepare_many(self, frames: list[CubeFrame]) -> list[Sam2Context]:
+        """``prepare`` of each frame; the frames not prepared yet go through the image encoder in batches of
+        ``worker.batch_streams`` (one run per batch). On CUDA each cube's upload to the device (for the
+        spectral maps) is started once the encoder's run is queued, so the copy overlaps it."""
+        out: dict[int, Sam2Context] = {}
+        todo: list[tuple[int, CubeFrame]] = []
+        for i, frame in enumerate(frames):
+            cached = self._frames.get(frame.stream_id)
+            if cached is not None and cached.frame is frame:
+                self._frames.move_to_end(frame.stream_id)
+                out[i] = cached
+            else:
+                todo.append((i, frame))
+        size = max(1, self.settings.batch_streams)
+        for start in range(0, len(todo), size):
+            chunk = todo[start:start + size]
+            backbones = self.runner.forward_images([frame.rgb for _, frame in chunk])
+            # Queued after the encoder: on the side stream the cubes then travel while it runs, not before it.
+            cubes = [self.runner.uploader.start(frame.cube) if self.uses_similarity else None for _, frame in chunk]
+            for (i, frame), backbone, cube in zip(chunk, backbones, cubes, strict=True):
+                hw = (int(frame.rgb.shape[0]), int(frame.rgb.shape[1]))
+                ctx = Sam2Context(frame=frame, features=self.runner.features_of(backbone, hw),
+                                  tracked=self.tracker.frame_of(backbone, hw), cube=cube)
+                self._frames[frame.stream_id] = ctx
+                self._frames.move_to_end(frame.stream_id)
+                out[i] = ctx
         while len(self._frames) > MAX_CACHED_STREAMS:
             self._frames.popitem(last=False)
-        return ctx
+        return [out[i] for i in range(len(frames))]
 
     def forget(self, stream_id: str) -> None:
         self._frames.pop(stream_id, None)
+
+    def warm_up(self, frames: int) -> int:
+        """``frames`` synthetic frames (see ``base.run_synthetic``): the first clicked, the rest tracked. The
+        memory attention runs from the second frame on, so a compiled one is warmed with two at least."""
+        if frames <= 0:
+            return 0
+        if "memory_attention" in self.runner.loaded.compiled:
+            frames = max(frames, 2)
+        return run_synthetic(self, frames)
 
     def context_key(self) -> object:
         return self.runner  # the embedding depends on the model only
@@ -312,15 +348,17 @@ class Sam2Engine(Engine[Sam2Context]):
                                          high_res_delta=self.high_res_delta(ctx, maps))
             best = decoded.best()
             logits = self.runner.upscale(decoded.low_res_raw[:, best:best + 1], (h, w))[0]
-            mask = (logits > 0).cpu().numpy()
-            score = float(decoded.scores[0, best].clamp(0, 1).item())
+            host = torch.cat([logits.reshape(-1), decoded.scores[0, best:best + 1].clamp(0, 1)]).cpu()  # one copy
+            full = host[:-1].reshape(logits.shape).numpy()
+            mask = full > 0
+            score = float(host[-1])
             if mask.any():  # an empty result keeps the last good state to refine from
                 memory.last_mask = mask
                 memory.engine = Sam2Memory(low_res=decoded.low_res[:, best:best + 1], clicks=click_signature(obj),
                                            grid=(self.runner.mask_size, (h, w)), frame_id=frame.frame_id,
                                            made_from=previous)
             similarity = None if maps is None else maps.similarity.float().cpu().numpy()
-        return Segmentation(mask=mask, score=score, similarity=similarity, logits=logits.float().cpu().numpy())
+        return Segmentation(mask=mask, score=score, similarity=similarity, logits=full)
 
     def decode_inputs(self, ctx: Sam2Context, obj: TrackedObject, memory: ObjectMemory) -> DecodeInputs:
         """What goes into SAM2 for this object on this frame in ``segment_image``, short of the

@@ -18,6 +18,7 @@ import torch
 
 from ...settings import WorkerSettings
 from .base import EngineError
+from .device import compile_modules, uses_cuda_graphs
 
 if TYPE_CHECKING:  # sam2 is imported only when a model is built; it ships no type information (Any to mypy)
     from sam2.modeling.sam2_base import SAM2Base
@@ -177,6 +178,8 @@ class LoadedSam2:
     device: torch.device
     random_weights: bool
     source: str  # checkpoint path or 'random weights (seed N)'
+    compiled: tuple[str, ...] = ()  # modules run through torch.compile (worker.compile_*)
+    cuda_graphs: bool = False  # whether compiled modules replay CUDA graphs (their outputs are overwritten)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -228,5 +231,9 @@ def load_sam2(settings: WorkerSettings) -> LoadedSam2:
     if settings.image_size != 1024 and not random_weights:
         log.warning("SAM2 runs at image_size %d; official weights are trained at 1024", settings.image_size)
     model = model.to(device).eval()
+    compiled = compile_modules(model, settings.compile_image_encoder, settings.compile_memory_attention,
+                               settings.compile_mode, settings.compile_backend)
     log.info("SAM2 %s from %s on %s", found.name, source, device)
-    return LoadedSam2(model=model, variant=found, device=device, random_weights=random_weights, source=source)
+    graphs = uses_cuda_graphs(device, compiled, settings.compile_mode, settings.compile_backend)
+    return LoadedSam2(model=model, variant=found, device=device, random_weights=random_weights, source=source,
+                      compiled=tuple(compiled), cuda_graphs=graphs)

@@ -8,6 +8,7 @@ Everything stays on the model's device; feature sizes follow the configured imag
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import EngineError
+from .device import Uploader, graph_step
 from .sam2_model import LoadedSam2
 
 # SAM2Transforms' ImageNet normalization and the predictor's low-res logit clamp.
@@ -49,6 +51,25 @@ class Decoded:
         return int(torch.argmax(self.scores[0]).item())
 
 
+def check_rgb(rgb: np.ndarray) -> None:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise EngineError(f"SAM2 needs a uint8 H x W x 3 image, got {rgb.dtype} {rgb.shape}")
+
+
+def _map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``fn`` applied to every tensor in ``value`` (a tensor, or lists and tuples of them)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, list | tuple):
+        return type(value)(_map_tensors(v, fn) for v in value)
+    return value
+
+
+def split_backbone(backbone: dict[str, Any], index: int) -> dict[str, Any]:
+    """Frame ``index`` of a batched image-encoder output, as a batch of one."""
+    return {key: _map_tensors(value, lambda t: t[index:index + 1]) for key, value in backbone.items()}
+
+
 class Sam2Runner:
     """The SAM2 model behind the rgb, prompt and decoder engines."""
 
@@ -64,8 +85,10 @@ class Sam2Runner:
         self.high_res_channels = (int(decoder.conv_s0.out_channels), int(decoder.conv_s1.out_channels))
         self._mean = torch.tensor(PIXEL_MEAN, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(PIXEL_STD, device=self.device).view(1, 3, 1, 1)
+        self.uploader = Uploader(self.device)  # pinned, side-stream copies on CUDA; a passthrough on the CPU
         self.embeds = 0  # counters, so callers and tests can see what work was done
         self.decodes = 0
+        self.batches = 0  # image-encoder runs on more than one frame
 
     def autocast(self) -> contextlib.AbstractContextManager[None]:
         """bfloat16 autocast on CUDA, nothing on the CPU (float32)."""
@@ -75,8 +98,10 @@ class Sam2Runner:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
-        """uint8 (H, W, 3) -> normalized (1, 3, S, S) on the device; the resize runs on the device."""
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).to(self.device, non_blocking=True)
+        """uint8 (H, W, 3) -> normalized (1, 3, S, S) on the device: the uint8 image is uploaded (pinned and
+        non-blocking on CUDA) and converted, resized and normalized there, as SAM2Transforms does on the host."""
+        check_rgb(rgb)
+        image = self.uploader.upload(rgb)
         x = image.permute(2, 0, 1)[None].float().div(255)
         x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
                           antialias=True)
@@ -86,12 +111,34 @@ class Sam2Runner:
     def forward_image(self, rgb: np.ndarray) -> dict[str, Any]:
         """The image encoder's output for one uint8 (H, W, 3) frame; every use of a frame starts here
         (counted in ``embeds``)."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise EngineError(f"SAM2 needs a uint8 H x W x 3 image, got {rgb.dtype} {rgb.shape}")
+        check_rgb(rgb)
         with self.autocast():
-            backbone: dict[str, Any] = self.model.forward_image(self.preprocess(rgb))
+            backbone: dict[str, Any] = self.encode(self.preprocess(rgb))
         self.embeds += 1
         return backbone
+
+    def encode(self, batch: torch.Tensor) -> dict[str, Any]:
+        """SAM2's ``forward_image`` on a preprocessed batch; with CUDA graphs, its outputs are cloned out of
+        the graph's buffers (a frame's embedding is kept past the next frame's run)."""
+        if not self.loaded.cuda_graphs:
+            return self.model.forward_image(batch)
+        graph_step()
+        return {key: _map_tensors(value, torch.Tensor.clone) for key, value in self.model.forward_image(batch).items()}
+
+    @torch.no_grad()
+    def forward_images(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+        """``forward_image`` of each frame, from one image-encoder run on the batch (frames of any sizes:
+        each is resized to the input size first). Counted once per frame in ``embeds``."""
+        if not images:
+            return []
+        if len(images) == 1:
+            return [self.forward_image(images[0])]
+        batch = torch.cat([self.preprocess(rgb) for rgb in images])
+        with self.autocast():
+            backbone: dict[str, Any] = self.encode(batch)
+        self.embeds += len(images)
+        self.batches += 1
+        return [split_backbone(backbone, i) for i in range(len(images))]
 
     def features_of(self, backbone: dict[str, Any], orig_hw: tuple[int, int]) -> ImageFeatures:
         """The single-image embedding SAM2's image predictor makes from an image-encoder output."""

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import EngineError
+from .device import graph_step
 from .sam2_runner import LOW_RES_CLAMP, Sam2Runner
 
 
@@ -260,6 +261,8 @@ class Sam2Tracker:
         # A live stream has no length; any count above frame_idx and the pointer cap reads the same memory.
         num_frames = frame_idx + 1 + int(model.max_obj_ptrs_in_encoder)
         feats, sizes = frame.vision_feats, frame.feat_sizes
+        if self.runner.loaded.cuda_graphs:
+            graph_step()  # the last replay's outputs are spent: a compiled memory attention may overwrite them
         with self.runner.autocast():
             high_res = [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s) for x, s in zip(feats[:-1], sizes[:-1],
                                                                                           strict=True)]
@@ -333,9 +336,11 @@ class Sam2Tracker:
         self._prune(track, frame_idx)
         low_res = low_res.float()
         logits = F.interpolate(low_res, frame.orig_hw, mode="bilinear", align_corners=False)[0, 0]
-        full = logits.cpu().numpy()
-        score = float(out["object_score_logits"].float().reshape(-1)[0].item())
+        scalars = torch.stack([out["object_score_logits"].float().reshape(-1)[0], out["iou"].float().reshape(-1)[0]])
+        host = torch.cat([logits.reshape(-1), scalars]).cpu()  # one device-to-host copy for the object's results
+        full = host[:-2].reshape(logits.shape).numpy()
+        score, iou = float(host[-2]), float(host[-1])
         result = TrackResult(frame_idx=frame_idx, low_res=low_res, logits=full, object_score_logit=score,
-                             iou=float(out["iou"].reshape(-1)[0].item()), present=score > 0, mask=full > 0)
+                             iou=iou, present=score > 0, mask=full > 0)
         track.last_result = result
         return result
