@@ -6,21 +6,38 @@ mark the frame ``scaled_counts``); replace NaN/inf by 0 (counted); average k x k
 (``spatial_binning``); keep the bands inside ``band_range_nm`` and resample them onto
 ``wavelength_grid``; render the pseudo-RGB; cast to the output dtype. The pure steps are functions
 here; ``Normalizer`` chains them with the settings and caches what only changes when the bands do.
+
+Speed: the steps run per block of rows on the block pool (``threads.map_blocks``), each block read from
+the stored layout (``formats.layout``) and carried from cast to pseudo-RGB while it is in cache. When
+the frame keeps the capture's pixels and bands (no binning, band range or grid) that is the only pass
+over the cube; the frame's cube is written into a recycled array (``CubeBuffers``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from ..protocol import CubeFrame
 from ..protocol.messages import count_nonfinite
 from ..settings import IngestSettings, WavelengthGrid
-from ..spectral.pseudo_rgb import PROJECTIONS, choose_projection, render_pseudo_rgb
+from ..spectral.pseudo_rgb import (
+    PROJECTIONS,
+    choose_projection,
+    encode_srgb,
+    exposure_scale,
+    project,
+    render_pseudo_rgb,
+    weighted_bands,
+)
 from ..spectral.resample import interpolation_matrix
-from .calibration import calibrate, load_reference, scale_counts
+from ..threads import map_blocks
+from .calibration import apply_counts_scale, counts_divisor, load_reference, prepare_calibration
 from .capture import CALIBRATIONS, RAW, REFLECTANCE, SCALED_COUNTS, Capture, SourceError
+from .formats.layout import CubeBuffers, convert_rows, rows_per_block
 
 
 def check_wavelengths(wavelengths_nm: np.ndarray, bands: int, where: str) -> np.ndarray:
@@ -41,6 +58,17 @@ def grid_wavelengths(grid: WavelengthGrid) -> np.ndarray:
     """The grid's wavelengths: start, start + step, ... up to stop (inclusive within rounding)."""
     count = int(np.floor((grid.stop_nm - grid.start_nm) / grid.step_nm + 1e-9)) + 1
     return grid.start_nm + grid.step_nm * np.arange(count)
+
+
+def count_nonfinite_rows(rows: np.ndarray) -> int:
+    """How many NaN/inf values the float (r, W, B) ``rows`` hold (as ``protocol.messages.count_nonfinite``)."""
+    # One matrix-vector product of the spectra with ones is NaN/inf wherever a value is (and runs several
+    # times faster than a reduction); only then (or if a finite sum overflowed) is every value checked.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = rows.reshape(-1, rows.shape[-1]) @ np.ones(rows.shape[-1], dtype=rows.dtype)
+    if np.isfinite(sums).all():
+        return 0
+    return int(rows.size - np.count_nonzero(np.isfinite(rows)))
 
 
 def replace_nonfinite(cube: np.ndarray) -> tuple[np.ndarray, int]:
@@ -126,6 +154,7 @@ class Normalizer:
         self.settings = settings
         self.dtype = np.dtype(settings.dtype)
         self._plan_cache: tuple[bytes, BandPlan] | None = None
+        self._buffers = CubeBuffers()  # frame cubes are written into recycled arrays (no page faults per frame)
         self.session_white: np.ndarray | None = None
         self.session_dark: np.ndarray | None = None
         if settings.white_reference is not None and settings.dark_reference is not None:
@@ -139,11 +168,11 @@ class Normalizer:
             self._plan_cache = (key, plan)
         return self._plan_cache[1]
 
-    def _calibrate(self, capture: Capture, cube: np.ndarray, where: str, metadata: dict) -> tuple[np.ndarray, str]:
-        """(float32 cube, the frame's calibration state): reflectance, or scaled counts when allowed."""
+    def _rows_step(self, capture: Capture, cube: np.ndarray, where: str,
+                   metadata: dict) -> tuple[Callable[[np.ndarray], None] | None, str]:
+        """(what turns float32-cast rows into the frame's values in place, the frame's calibration state)."""
         if capture.calibration in (REFLECTANCE, SCALED_COUNTS):
-            # One pass to C-ordered float32 (byte swap, interleave, cast); a no-op for float32 (H, W, B) data.
-            return np.ascontiguousarray(cube, dtype=np.float32), capture.calibration
+            return None, capture.calibration
         if capture.calibration != RAW:
             raise SourceError(f"{where}: calibration state {capture.calibration!r}; expected one of "
                               f"{', '.join(CALIBRATIONS)}")
@@ -153,18 +182,18 @@ class Normalizer:
             white, dark, origin = self.session_white, self.session_dark, "session"
         if white is None or dark is None:
             if self.settings.raw_counts == "scale":
-                scaled = scale_counts(cube)
-                metadata["calibrated_with"] = f"nothing: raw counts / {scaled.divisor:g} ({scaled.basis})"
-                metadata["counts_divisor"] = scaled.divisor
-                return scaled.cube, SCALED_COUNTS
+                divisor, basis = counts_divisor(cube)
+                metadata["calibrated_with"] = f"nothing: raw counts / {divisor:g} ({basis})"
+                metadata["counts_divisor"] = divisor
+                return partial(apply_counts_scale, divisor=divisor), SCALED_COUNTS
             raise SourceError(f"{where}: raw counts ({cube.dtype}) and no white/dark references: give the capture "
                               "its references, set ingest.white_reference and ingest.dark_reference, or set "
                               "ingest.raw_counts=scale (uncalibrated counts scaled to [0, 1])")
-        result = calibrate(cube, white, dark, self.settings.white_reflectance, where)
+        calibration = prepare_calibration(cube.shape, white, dark, self.settings.white_reflectance, where)
         metadata["calibrated_with"] = f"{origin} white/dark references"
-        if result.guarded:
-            metadata["calibration_guarded"] = result.guarded
-        return result.cube, REFLECTANCE
+        if calibration.guarded:
+            metadata["calibration_guarded"] = calibration.guarded
+        return calibration.apply, REFLECTANCE
 
     def __call__(self, capture: Capture, stream_id: str, frame_id: int, capture_ns: int) -> CubeFrame:
         where = f"stream {stream_id} frame {frame_id}"
@@ -180,19 +209,67 @@ class Normalizer:
         if labels is not None and labels.shape != cube.shape[:2]:
             raise SourceError(f"{where}: label map is {labels.shape}, the cube is {cube.shape[:2]}")
         metadata = dict(capture.metadata)
-        cube32, calibration = self._calibrate(capture, cube, where, metadata)
-        cube32, replaced = replace_nonfinite(cube32)
+        step, calibration = self._rows_step(capture, cube, where, metadata)
+        plan = self._plan(wavelengths, where)
+        factor = self.settings.spatial_binning
+        exposure = self.settings.rgb_exposure
+        h, w, b = cube.shape
+        # The frame's bands and pixels are the capture's: one pass renders the pseudo-RGB and writes the
+        # frame's cube while each block is in cache. Otherwise a float32 cube is made first.
+        direct = factor == 1 and plan.keep is None and plan.matrix is None
+        # A C-ordered float32 reflectance cube is the frame's cube as it is (no copy), as before.
+        reuse = step is None and cube.dtype == np.float32 and cube.flags.c_contiguous
+        cube32 = cube if reuse else self._buffers.take(cube.shape, np.float32)
+        final = cube32 if not direct or self.dtype == np.float32 else self._buffers.take(cube.shape, self.dtype)
+        rgb = np.empty((h, w, 3), dtype=np.uint8) if direct else None
+        linear = np.empty((h * w, 3), dtype=np.float32) if direct and exposure == "frame" else None
+        bands = weighted_bands(plan.rgb_weights)
+        scale = self.settings.rgb_gain if exposure == "fixed" else 1.0
+        counts: list[int] = []
+
+        def work(start: int, stop: int) -> None:
+            rows = cube32[start:stop]
+            if not reuse:
+                convert_rows(cube[start:stop], rows)
+                if step is not None:
+                    step(rows)
+            bad = count_nonfinite_rows(rows)
+            if bad:
+                counts.append(bad)
+                if reuse:
+                    return  # the capture's own array is not written; the frame is rendered again below
+                np.copyto(rows, 0.0, where=~np.isfinite(rows))
+            if rgb is None:
+                return
+            pixels = rows.reshape(-1, b)
+            if linear is None:
+                encode_srgb(project(pixels, plan.rgb_weights, bands=bands), scale, rgb[start:stop].reshape(-1, 3))
+            else:
+                project(pixels, plan.rgb_weights, linear[start * w:stop * w], bands)
+            if final is not cube32:
+                np.copyto(final[start:stop], rows, casting="same_kind")
+
+        map_blocks(work, h, rows_per_block(w, b))
+        replaced = sum(counts)
         if replaced:  # replaced by 0 and reported, so one dead pixel never costs the frame
             metadata["nonfinite_replaced"] = replaced
-        factor = self.settings.spatial_binning
-        cube32 = bin_pixels(cube32, factor, where)
-        if labels is not None:
-            labels = bin_labels(np.asarray(labels), factor)
-        plan = self._plan(wavelengths, where)
-        cube32 = plan.apply(cube32)
-        rgb = render_pseudo_rgb(cube32, plan.wavelengths_nm, exposure=self.settings.rgb_exposure,
-                                gain=self.settings.rgb_gain, weights=plan.rgb_weights)
-        out = cube32 if self.dtype == np.float32 else cube32.astype(self.dtype)
+            if reuse:  # the capture's own array is left as it is: render from a cleaned copy
+                cube32, rgb = replace_nonfinite(cube32)[0], None
+        if rgb is not None:
+            if linear is not None:
+                image, frame_scale, values = rgb, exposure_scale(linear, exposure), linear
+                map_blocks(lambda start, stop: encode_srgb(values[start * w:stop * w], frame_scale,
+                                                           image[start:stop].reshape(-1, 3)),
+                           h, rows_per_block(w, b))
+            out = final
+        else:
+            binned = bin_pixels(cube32, factor, where)
+            if labels is not None:
+                labels = bin_labels(np.asarray(labels), factor)
+            resampled = plan.apply(binned)
+            rgb = render_pseudo_rgb(resampled, plan.wavelengths_nm, exposure=exposure,
+                                    gain=self.settings.rgb_gain, weights=plan.rgb_weights)
+            out = resampled if self.dtype == np.float32 else resampled.astype(self.dtype)
         return CubeFrame(stream_id=stream_id, frame_id=frame_id, capture_ns=capture_ns,
                          cube=np.ascontiguousarray(out), wavelengths_nm=plan.wavelengths_nm, rgb=rgb,
                          calibration=calibration, source=metadata,

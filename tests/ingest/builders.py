@@ -42,3 +42,15 @@ def header_text(**fields: str) -> str:
     base.update(fields)
     lines = ["ENVI"] + [f"{k.replace('_', ' ')} = {v}" for k, v in base.items() if v is not None]
     return "\n".join(lines) + "\n"
+
+
+def stored_view(image: np.ndarray, layout: str, dtype: str) -> np.ndarray:
+    """An (H, W, B) view of ``image`` written in ``layout`` with ``dtype`` (byte order included), as readers
+    map files: ENVI bil / bsq / bip, or TIVITA (x-major, y flipped)."""
+    if layout == "bil":
+        return np.ascontiguousarray(image.transpose(0, 2, 1), dtype=dtype).transpose(0, 2, 1)
+    if layout == "bsq":
+        return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=dtype).transpose(1, 2, 0)
+    if layout == "bip":
+        return np.ascontiguousarray(image, dtype=dtype)
+    return np.rot90(np.ascontiguousarray(np.rot90(image, k=-1), dtype=dtype))

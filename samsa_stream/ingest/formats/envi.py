@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..capture import Capture, SourceError
+from .layout import CubeBuffers, to_float32
 from .options import ReadOptions
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ _NM_PER_UNIT = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1
                 "micrometres": 1000.0, "micrometre": 1000.0, "microns": 1000.0, "micron": 1000.0, "um": 1000.0,
                 "µm": 1000.0, "millimeters": 1e6, "millimeter": 1e6, "mm": 1e6}
 _UNKNOWN_UNITS = ("", "unknown")
+# Scaled cubes are written into recycled arrays once the frames made from them are dropped.
+_SCALED = CubeBuffers()
 
 
 @dataclass
@@ -322,13 +325,8 @@ def to_reflectance(image: EnviImage) -> tuple[np.ndarray, str]:
     ignore = header.data_ignore_value
     if scale is None and ignore is None:
         return cube, "reflectance" if cube.dtype.kind == "f" else "raw"
-    out = np.empty(cube.shape, dtype=np.float32)  # C order (H, W, B) whatever the interleave
-    if scale is not None:
-        np.multiply(cube, np.float32(1.0 / scale), out=out, dtype=np.float32)  # one pass over the file
-    else:
-        out[...] = cube
-    if ignore is not None:
-        out[np.asarray(cube) == ignore] = np.nan  # compared as stored: exact for every integer type
+    # One pass over the file, C order (H, W, B) whatever the interleave.
+    out = to_float32(cube, scale, ignore, out=_SCALED.take(cube.shape, np.float32))
     return out, "reflectance" if scale is not None or cube.dtype.kind == "f" else "raw"
 
 
