@@ -410,7 +410,7 @@ class ThreadSettings(_Section):
     (spectral angles, pseudo-RGB, layout conversion) are split into blocks over the process's own pool, so
     processes sharing a small box take turns instead of fighting."""
 
-    ingest: int = Field(0, ge=0, le=256, description="ingest process (0: a quarter of the cores, at least 1)")
+    ingest: int = Field(0, ge=0, le=256, description="ingest process (0: a quarter of the cores, at least 2)")
     worker: int = Field(0, ge=0, le=256, description="worker process (0: every core)")
     publisher: int = Field(0, ge=0, le=256, description="publisher and display bridges (0: 1)")
     tools: int = Field(0, ge=0, le=256, description="every other command: segment, eval, bench ... (0: every core)")

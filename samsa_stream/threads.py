@@ -50,8 +50,8 @@ def threads_for(settings: ThreadSettings, role: Role, cores: int | None = None) 
     if chosen:
         return int(chosen)
     cores = usable_cores() if cores is None else cores
-    if role == "ingest":
-        return max(1, cores // 4)
+    if role == "ingest":  # two threads bring the layout conversion within 2x of a memcpy; more on big boxes
+        return min(cores, max(2, cores // 4))
     if role == "publisher":
         return 1
     return cores

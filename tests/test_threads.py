@@ -11,7 +11,7 @@ from samsa_stream.settings import ThreadSettings
 
 
 @pytest.mark.parametrize(("role", "cores", "expected"), [
-    ("worker", 2, 2), ("worker", 16, 16), ("ingest", 2, 1), ("ingest", 16, 4), ("publisher", 16, 1),
+    ("worker", 2, 2), ("worker", 16, 16), ("ingest", 1, 1), ("ingest", 2, 2), ("ingest", 16, 4), ("publisher", 16, 1),
     ("tools", 8, 8)])
 def test_automatic_sizes_on_small_and_large_boxes(role: threads.Role, cores: int, expected: int) -> None:
     assert threads.threads_for(ThreadSettings(), role, cores=cores) == expected
