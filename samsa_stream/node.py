@@ -53,6 +53,8 @@ def flatten_env(tree: dict[str, Any], prefix: str = "SAMSA_") -> dict[str, str]:
         name = f"{prefix}{key.upper()}"
         if isinstance(value, dict):
             env.update(flatten_env(value, name + "__"))
+        elif isinstance(value, list | tuple):
+            env[name] = json.dumps(list(value))  # lists travel as JSON, as pydantic-settings reads them
         else:
             env[name] = str(value).lower() if isinstance(value, bool) else str(value)
     return env

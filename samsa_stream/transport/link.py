@@ -211,12 +211,14 @@ class SocketFrameLink(FrameLink):
     """PUB -> SUB on ``endpoint`` (default ``endpoints.frames``); cubes through shared memory when ``shared_memory``."""
 
     def __init__(self, sockets: SocketFactory, endpoint: str | None = None, shared_memory: bool = False,
-                 slots: int = 4) -> None:
+                 slots: int = 4, sources: list[str] | None = None) -> None:
         self.sockets = sockets
         self.endpoint = endpoint or sockets.settings.endpoints.frames
-        if shared_memory and not same_host(self.endpoint):
+        self.sources = list(sources or [self.endpoint])  # where a receiver connects: one endpoint per camera
+        remote = [e for e in (self.endpoint, *self.sources) if not same_host(e)]
+        if shared_memory and remote:
             raise TransportError(f"shared memory needs a same-host frame link (ipc:// or inproc://), "
-                                 f"not {self.endpoint}")
+                                 f"not {remote[0]}")
         self.shared_memory, self.slots = shared_memory, slots
 
     def sender(self, stats: ProcessStats) -> FrameSender:
@@ -227,19 +229,22 @@ class SocketFrameLink(FrameLink):
     def receiver(self, stats: ProcessStats, streams: Iterable[str] | None = None) -> FrameReceiver:
         """The receiving end; with ``streams``, subscribed to those streams' frames only."""
         topics = [topic("frame", s) for s in streams] if streams else [b"frame/"]
-        sock = self.sockets.socket("frames_in", self.endpoint, subscribe=topics[0])
+        sock = self.sockets.socket("frames_in", self.sources[0], subscribe=topics[0])
         for extra in topics[1:]:
             sock.setsockopt(zmq.SUBSCRIBE, extra)
-        local = same_host(self.endpoint)
-        return _Receiver(sock, lambda: drain(sock), stats, ShmReader() if local else None,
-                         f"{self.endpoint} is a link that may leave this host")
+        for source in self.sources[1:]:  # one SUB takes every camera's frames (fair-queued)
+            sock.connect(source)
+        remote = [e for e in self.sources if not same_host(e)]
+        return _Receiver(sock, lambda: drain(sock), stats, None if remote else ShmReader(),
+                         f"{remote[0] if remote else ''} is a link that may leave this host")
 
 
 def frame_link(settings: Settings, sockets: SocketFactory) -> FrameLink:
     """The frame link the settings describe: the one place that decides sockets vs shared memory."""
     endpoint = settings.endpoints.frames
-    return SocketFrameLink(sockets, endpoint, uses_shared_memory(settings.sockets.shared_memory, endpoint),
-                           settings.sockets.shm_slots)
+    sources = settings.endpoints.frames_in()
+    shared = all([uses_shared_memory(settings.sockets.shared_memory, e) for e in (endpoint, *sources)])
+    return SocketFrameLink(sockets, endpoint, shared, settings.sockets.shm_slots, sources)
 
 
 class SocketResultSink(ResultSink):

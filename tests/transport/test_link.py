@@ -164,3 +164,53 @@ def test_receiver_counts_every_bad_message_and_raises_none() -> None:
     assert link.put(good) and len(receiver.receive()) == 1
     receiver.close()
     link.close()
+
+
+def test_one_worker_takes_frames_from_every_cameras_endpoint(tmp_path: Path) -> None:
+    """endpoints.frame_sources: each camera's ingest binds its own endpoint, the worker connects to all."""
+    import contextlib
+
+    cams = {sid: f"ipc://{tmp_path}/run/frames-{sid}" for sid in ("cam0", "cam1")}
+    worker_settings = load_settings(overrides={"endpoints": {"frame_sources": ",".join(cams.values())}})
+    stats = ProcessStats("test")
+    with contextlib.ExitStack() as stack:
+        factory = stack.enter_context(SocketFactory(worker_settings))
+        receiver = frame_link(worker_settings, factory).receiver(stats)
+        stack.callback(receiver.close)
+        senders = []
+        for sid, endpoint in cams.items():
+            cam_settings = load_settings(overrides={"endpoints": {"frames": endpoint}})
+            cam_factory = stack.enter_context(SocketFactory(cam_settings, factory.context))
+            sender = frame_link(cam_settings, cam_factory).sender(stats)
+            stack.callback(sender.close)
+            _, frames = phantom_frames(count=1, stream_id=sid)
+            senders.append((sender, frames[0]))
+        got: list[CubeFrame] = []
+
+        def both_arrived() -> bool:
+            for sender, frame in senders:
+                sender.send(frame)  # again: a SUB misses what was sent before it joined
+            if receiver.pollable.poll(100):
+                got.extend(receiver.receive())
+            return {f.stream_id for f in got} == set(cams)
+
+        assert wait_until(both_arrived, timeout=20), f"arrived: {sorted({f.stream_id for f in got})}"
+        assert all(f.cube_ref is not None for f in got)  # same host: cubes through shared memory
+        while receiver.pollable.poll(300):
+            receiver.receive()
+        got.clear()
+
+
+def test_shared_memory_on_with_a_camera_beyond_this_host_is_refused(tmp_path: Path) -> None:
+    settings = load_settings(overrides={"sockets": {"shared_memory": "on"}, "endpoints": {
+        "frames": f"ipc://{tmp_path}/frames", "frame_sources": f"ipc://{tmp_path}/a,tcp://10.0.0.5:5555"}})
+    with SocketFactory(settings) as factory, pytest.raises(TransportError, match="tcp://10.0.0.5:5555"):
+        frame_link(settings, factory)
+
+
+def test_frame_sources_must_be_endpoints() -> None:
+    from samsa_stream.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="frame_sources"):
+        load_settings(overrides={"endpoints": {"frame_sources": "ipc:///tmp/a,http://x"}})
+    assert load_settings().endpoints.frames_in() == [load_settings().endpoints.frames]
