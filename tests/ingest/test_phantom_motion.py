@@ -161,3 +161,15 @@ def test_excursion_settings_accepted() -> None:
     assert load_settings(overrides={"ingest": {"phantom": {"away_frames": 50}}}).ingest.phantom.away_every == 0
     s = load_settings(overrides={"ingest": {"phantom": {"away_every": "30", "away_frames": "29"}}}).ingest.phantom
     assert (s.away_every, s.away_frames) == (30, 29)
+
+
+def test_the_noise_bank_gives_each_frame_its_own_noise_of_the_set_strength() -> None:
+    base = {"height": 40, "width": 50, "bands": 12, "noise": 0.02, "seed": 3}
+    banked = PhantomCamera(PhantomSettings(**base, noise_bank=True))
+    clean = PhantomCamera(PhantomSettings(**{**base, "noise": 0.0}))
+    noise = [banked.render(k).cube - clean.render(k).cube for k in (0, 1, 2)]
+    inside = [n[(c > 0.05) & (c < 0.95)] for n, c in zip(noise, [clean.render(k).cube for k in (0, 1, 2)], strict=True)]
+    for values in inside:
+        assert abs(float(values.std()) - 0.02) < 0.003 and abs(float(values.mean())) < 0.003
+    assert not np.allclose(noise[0], noise[1]) and not np.allclose(noise[1], noise[2])
+    assert np.array_equal(banked.render(1).cube, PhantomCamera(banked.settings).render(1).cube)  # reproducible
