@@ -1,4 +1,4 @@
-"""Capture formats to the node's layout: each reader's capture brought to a C-contiguous (H, W, B) cube,
+"""Capture formats to the node's layout: each reader's capture brought to a C-contiguous float32 (H, W, B) cube,
 and the whole file -> frame path of the ingest process (normalizer and pseudo-RGB), against a memcpy.
 
 The captures are written to a temporary folder first and read once untimed, so the page cache is warm:
@@ -17,6 +17,7 @@ import numpy as np
 from ..ingest.capture import Capture, SourceError
 from ..ingest.formats import open_captures
 from ..ingest.formats.envi import write_envi
+from ..ingest.formats.layout import to_float32
 from ..ingest.normalize import Normalizer
 from ..settings import IngestSettings
 from .options import BenchFrames, BenchOptions
@@ -26,14 +27,17 @@ from .stats import interleaved, ratio, summarize
 
 def write_cases(folder: Path, cube: np.ndarray) -> dict[str, Path]:
     """The benchmark captures of reflectance ``cube`` (H, W, B) float32: ENVI float32 BIL, BIP and BSQ
-    (400-1000 nm), ENVI int16 with a reflectance scale factor (BSQ, big endian), ENVI uint16 raw counts with
-    white/dark references (a HELICoiD-style folder) and TIVITA (500-1000 nm, stored x-major, y flipped)."""
+    (400-1000 nm) and BIP big endian, ENVI int16 with a reflectance scale factor (BSQ, big endian), ENVI
+    uint16 raw counts with white/dark references (a HELICoiD-style folder) and TIVITA (500-1000 nm, stored
+    x-major, y flipped)."""
     h, w, b = cube.shape
     wl = np.linspace(400.0, 1000.0, b)
     cases: dict[str, Path] = {}
     for interleave in ("bil", "bip", "bsq"):
         cases[f"envi_float32_{interleave}"] = folder / f"f32_{interleave}.hdr"
         write_envi(cases[f"envi_float32_{interleave}"], cube, wl, interleave=interleave)
+    cases["envi_float32_bip_big_endian"] = folder / "f32_bip_big.hdr"
+    write_envi(cases["envi_float32_bip_big_endian"], cube, wl, interleave="bip", byte_order="big")
     cases["envi_int16_scaled_bsq_big_endian"] = folder / "i16_bsq_big.hdr"
     write_envi(cases["envi_int16_scaled_bsq_big_endian"], np.round(cube * 10000).astype(np.int16), wl,
                interleave="bsq", byte_order="big", reflectance_scale_factor=10000)
@@ -58,20 +62,26 @@ def _first(path: Path) -> Capture:
     return item
 
 
-def in_memory(cube: np.ndarray) -> np.ndarray:
-    """``cube`` as a C-contiguous array in memory: a view of a memory-mapped file is copied out (its pages are
-    read only when touched, so not copying would time nothing)."""
-    out = np.ascontiguousarray(cube)
-    base: object = out
+def mapped(cube: np.ndarray) -> bool:
+    """Whether ``cube`` views a memory-mapped file (its pages are read only when touched)."""
+    base: object = cube
     while base is not None:
         if isinstance(base, np.memmap | mmap.mmap):
-            return out.copy()
+            return True
         base = getattr(base, "base", None)
-    return out
+    return False
 
 
-def _layout(path: Path) -> Callable[[], object]:
-    return lambda: in_memory(_first(path).cube)
+def to_layout(cube: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The reader's cube as the node holds it: C-contiguous float32 (H, W, B) in memory, converted into ``out``
+    as the normalizer converts it, or as it is where the reader made it so already."""
+    if cube.dtype == np.float32 and cube.flags.c_contiguous and not mapped(cube):
+        return cube
+    return to_float32(cube, out=out)
+
+
+def _layout(path: Path, out: np.ndarray) -> Callable[[], object]:
+    return lambda: to_layout(_first(path).cube, out)
 
 
 def _frame(path: Path, normalizer: Normalizer) -> Callable[[], object]:
@@ -87,7 +97,7 @@ def run(options: BenchOptions, frames: BenchFrames) -> dict[str, Section]:
         paths = write_cases(Path(tmp), cube)
         calls: dict[str, Callable[[], object]] = {"memcpy": lambda: np.copyto(target, cube)}
         for name, path in paths.items():
-            calls[f"{name} to layout"] = _layout(path)
+            calls[f"{name} to layout"] = _layout(path, target)
             calls[f"{name} to frame"] = _frame(path, normalizer)
         times = interleaved(calls, options.frames)
         stored = {name: str(_first(path).metadata.get("stored_dtype")) for name, path in paths.items()}
@@ -105,7 +115,7 @@ def run(options: BenchOptions, frames: BenchFrames) -> dict[str, Section]:
     h, w, b = cube.shape
     return {"ingest": Section(
         title="Capture formats to the node's layout",
-        description=(f"{h} x {w} x {b}, page cache warm. 'to layout': the reader's capture as a C-contiguous "
-                     "(H, W, B) cube in its stored type; 'to frame': file to the frame the ingest sends (calibration, "
-                     "scaling, checks, pseudo-RGB)."),
+        description=(f"{h} x {w} x {b}, page cache warm. 'to layout': the reader's capture as the C-contiguous "
+                     "float32 (H, W, B) cube the node holds (converted as the normalizer converts it); 'to frame': "
+                     "file to the frame the ingest sends (calibration, scaling, checks, pseudo-RGB)."),
         timings=timings, tables={"formats": rows}, ratios=ratios)}

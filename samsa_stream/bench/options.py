@@ -89,7 +89,7 @@ class BenchFrames:
     @classmethod
     def make(cls, size: tuple[int, int, int], count: int, stream_id: str = "bench") -> BenchFrames:
         h, w, b = size
-        phantom = PhantomSettings(height=h, width=w, bands=b, objects=2, noise=0.01)
+        phantom = PhantomSettings(height=h, width=w, bands=b, objects=2, noise=0.01, noise_bank=True)
         camera = PhantomCamera(phantom)
         normalizer = Normalizer(IngestSettings())
         frames = [normalizer(camera.render(i), stream_id, i, 0) for i in range(count)]

@@ -19,6 +19,8 @@ from .report import BenchReport, Section, gather_ratios
 
 log = logging.getLogger(__name__)
 
+FRAME_POOL = 4  # distinct frames the sections take in turn (a full-size cube is 117 MB)
+
 SectionRunner = Callable[[BenchOptions, BenchFrames], dict[str, Section]]
 
 
@@ -56,7 +58,7 @@ def run_bench(options: BenchOptions, command: str) -> BenchReport:
     """Run every section of ``options`` and gather the report (sections that cannot run say why)."""
     started = time.monotonic()
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    frames = BenchFrames.make(options.size, max(options.frames, 2))
+    frames = BenchFrames.make(options.size, FRAME_POOL)
     sections: dict[str, Section] = {}
     for name in options.sections:
         log.info("bench: %s", name)
