@@ -21,9 +21,10 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from .settings import ThreadSettings
+if TYPE_CHECKING:  # the wire protocol uses the pool: no settings (pydantic) load for it
+    from .settings import ThreadSettings
 
 log = logging.getLogger(__name__)
 

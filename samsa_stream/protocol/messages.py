@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Self
 import msgpack
 import numpy as np
 
+from .. import threads
 from ..errors import ProtocolError
 from . import fields as f
 from .codec import INT64_MAX, decode, encode
@@ -78,14 +79,33 @@ def check_cube(cube: np.ndarray, wavelengths_nm: np.ndarray, rgb: np.ndarray, la
         raise ProtocolError(f"{what}: cube has {bad} NaN/inf value(s)")
 
 
+_FINITE_BLOCK = 8192  # spectra per block of the float32 check (3 MB at 100 bands: in cache)
+
+
 def count_nonfinite(cube: np.ndarray) -> int:
     """How many NaN/inf values ``cube`` holds."""
-    # One float32 sum is far cheaper than a full isfinite pass and is NaN/inf whenever the cube has one;
-    # only then (or if the sum overflowed) is every value checked.
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = np.add.reduce(cube, axis=None, dtype=np.float32)
-    if np.isfinite(total):
-        return 0
+    # Sums are far cheaper than a full isfinite pass and are NaN/inf wherever a value is; only then (or where
+    # a sum overflowed) is every value checked. A float32 cube's sums are one matrix-vector product with ones
+    # per block of spectra, the blocks spread over the process's threads (a full-size frame in 2-3 ms).
+    if cube.dtype == np.float32 and cube.ndim >= 2 and cube.flags.c_contiguous and cube.size:
+        spectra = cube.reshape(-1, cube.shape[-1])
+        ones = np.ones(spectra.shape[1], dtype=np.float32)
+        finite = [True]
+
+        def block(start: int, stop: int) -> None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums = spectra[start:stop] @ ones
+            if not np.isfinite(sums).all():
+                finite[0] = False
+
+        threads.map_blocks(block, spectra.shape[0], _FINITE_BLOCK)
+        if finite[0]:
+            return 0
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.add.reduce(cube, axis=None, dtype=np.float32)
+        if np.isfinite(total):
+            return 0
     return int(cube.size - np.count_nonzero(np.isfinite(cube)))
 
 
