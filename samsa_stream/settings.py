@@ -141,6 +141,9 @@ class PhantomSettings(_Section):
     wavelength_max_nm: float = Field(950.0, gt=0)
     objects: int = Field(2, ge=1, le=8, description="moving tissue objects on the background")
     noise: float = Field(0.01, ge=0, le=0.5, description="std-dev of additive reflectance noise")
+    loop_frames: int = Field(0, ge=0, le=64, description=(
+        "render frames 0..N-1 once and repeat them (frame k shows frame k mod N): a camera that costs no "
+        "computing beside the node, for benchmarks; 0 = every frame rendered anew"))
     noise_bank: bool = Field(False, description=(
         "draw the noise once and give each frame a window of it at its own offset: a 480 x 640 x 100 frame in "
         "about 70 ms instead of 400 (default: each frame's noise drawn anew, the frames evaluations were made with)"))

@@ -109,6 +109,7 @@ def node_section(options: BenchOptions, frames: BenchFrames, worker: dict[str, A
     runs: list[dict[str, Figure]] = []
     drops: list[dict[str, Figure]] = []
     notes: list[str] = []
+    segment_p50: dict[str, float | None] = {}
     for transport in options.transports:
         for fps in options.fps:
             label = _label(transport, fps)
@@ -132,8 +133,11 @@ def node_section(options: BenchOptions, frames: BenchFrames, worker: dict[str, A
                 click = timings[f"{label} click to mask"] = summarize(measure.click_to_mask)
             if measure.click_to_worker_out:
                 timings[f"{label} click to worker out"] = summarize(measure.click_to_worker_out)
+            own = {key: measure.worker_latency.get(key, {}).get("p50") for key in ("wait", "segment")}
+            segment_p50[label] = own["segment"]
             runs.append({"transport": transport, "fps": fps, "masks": measure.masks["cam0"],
                          "masks/s": measure.throughput("cam0"),
+                         "worker receive+wait p50 ms": own["wait"], "worker segment p50 ms": own["segment"],
                          "click to mask p50 ms": click.p50_ms if click else None,
                          "click to mask p95 ms": click.p95_ms if click else None,
                          **_counter_columns(measure), **_rss_columns(measure)})
@@ -150,8 +154,11 @@ def node_section(options: BenchOptions, frames: BenchFrames, worker: dict[str, A
     if reference != STREAMS_TRANSPORT:
         notes.append(f"ratios from {ref_label}: shm was not among the transports")
     ratios = {"worker_in_node_vs_in_process": ratio(worker_p50, in_process_p50),
+              "worker_segment_in_node_vs_in_process": ratio(segment_p50.get(ref_label), in_process_p50),
               "end_to_end_vs_worker": ratio(_p50(timings, f"{ref_label} end to end"), worker_p50)}
-    notes.append("worker stage = worker_in -> worker_out (waiting for the segmentation in progress included); "
+    notes.append("worker stage = worker_in -> worker_out: decoding the frame and scanning its cube for NaN/inf "
+                 "(a frame from another process is not trusted; 'receive+wait', from the worker's own figures), "
+                 "waiting for a segmentation in progress, segmenting ('segment'); "
                  "in process = Worker.accept + Worker.segment per frame, one object clicked; "
                  "loss counters count the whole run, start-up included")
     return Section(title="Node end to end",
@@ -173,6 +180,7 @@ def streams_section(options: BenchOptions, frames: BenchFrames, worker: dict[str
     notes: list[str] = []
     worker_p50: dict[int, float] = {}
     e2e_p50: dict[int, float] = {}
+    segment_p50: dict[int, float | None] = {}
     for count in options.streams:
         streams = tuple(f"cam{i}" for i in range(count))
         case = NodeCase(STREAMS_TRANSPORT, fps, streams, options.frames, 0, frames.phantom, worker, carried)
@@ -192,6 +200,7 @@ def streams_section(options: BenchOptions, frames: BenchFrames, worker: dict[str
         per_stream = [measure.throughput(sid) for sid in streams]
         known = [v for v in per_stream if v is not None]
         segment = measure.worker_latency.get("segment", {})
+        segment_p50[count] = segment.get("p50")
         rows.append({"streams": count, "masks": sum(measure.masks.values()),
                      "worker p50 ms": stage["worker"].p50_ms if "worker" in stage else None,
                      "worker p95 ms": stage["worker"].p95_ms if "worker" in stage else None,
@@ -208,9 +217,12 @@ def streams_section(options: BenchOptions, frames: BenchFrames, worker: dict[str
             if count != base:
                 ratios[f"streams_{count}_vs_{base}_worker_per_frame"] = ratio(worker_p50[count], worker_p50[base])
                 ratios[f"streams_{count}_vs_{base}_end_to_end"] = ratio(e2e_p50.get(count), e2e_p50.get(base))
-    notes.append("the cameras reach the one worker through a frame forwarder in the bench process (each ingest "
-                 "binds its own endpoint), one camera as well, so the counts compare alike; segment = the worker's "
-                 "own segmentation time (start-up frames included)")
+                ratios[f"streams_{count}_vs_{base}_segment_per_frame"] = ratio(segment_p50.get(count),
+                                                                               segment_p50.get(base))
+    notes.append("each camera's ingest binds its own frame endpoint and the worker connects to all of them "
+                 "(endpoints.frame_sources); worker = worker_in -> worker_out, waiting behind the other streams' "
+                 "frames included; segment = the worker's own segmentation time per frame (start-up frames "
+                 "included)")
     return Section(title="Node, one to several streams",
                    description=(f"N phantom cameras at {fps:g} fps each (one ingest process per camera) -> one worker "
                                 f"({worker['engine']}) -> one publisher -> a display, over shared memory; one object "

@@ -12,6 +12,7 @@ from ..ingest.sources.phantom import PhantomCamera
 from ..protocol import CubeFrame
 from ..settings import IngestSettings, PhantomSettings, Settings, WorkerSettings
 
+FRAME_POOL = 4  # distinct frames the sections take in turn (a full-size cube is 117 MB)
 SECTIONS = ("compute", "ingest", "models", "node")
 SAM2_ENGINES = ("rgb", "prompt", "decoder")
 TRANSPORTS = ("shm", "ipc", "tcp")
@@ -89,7 +90,9 @@ class BenchFrames:
     @classmethod
     def make(cls, size: tuple[int, int, int], count: int, stream_id: str = "bench") -> BenchFrames:
         h, w, b = size
-        phantom = PhantomSettings(height=h, width=w, bands=b, objects=2, noise=0.01, noise_bank=True)
+        # A camera renders nothing on this machine: the node's phantom draws its few frames once and repeats them.
+        phantom = PhantomSettings(height=h, width=w, bands=b, objects=2, noise=0.01, noise_bank=True,
+                                  loop_frames=FRAME_POOL)
         camera = PhantomCamera(phantom)
         normalizer = Normalizer(IngestSettings())
         frames = [normalizer(camera.render(i), stream_id, i, 0) for i in range(count)]

@@ -14,12 +14,10 @@ import numpy as np
 
 from .. import __version__, threads
 from ..errors import SamsaError
-from .options import BenchFrames, BenchOptions
+from .options import FRAME_POOL, BenchFrames, BenchOptions
 from .report import BenchReport, Section, gather_ratios
 
 log = logging.getLogger(__name__)
-
-FRAME_POOL = 4  # distinct frames the sections take in turn (a full-size cube is 117 MB)
 
 SectionRunner = Callable[[BenchOptions, BenchFrames], dict[str, Section]]
 

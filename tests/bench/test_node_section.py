@@ -93,7 +93,7 @@ def test_the_runs_own_settings_reach_the_node_but_not_its_endpoints() -> None:
     settings = Settings.model_validate({"worker": {"spectral": {"threshold_rad": 0.2}, "streams": ["cam0"]},
                                         "endpoints": {"frames": "tcp://127.0.0.1:1"}})
     carried = node.carried_settings(settings)
-    assert carried == {"worker": {"spectral": {"threshold_rad": 0.2}}}
+    assert carried == {"worker": {"spectral": {"threshold_rad": 0.2}, "streams": ["cam0"]}}  # lists travel as JSON
 
 
 def test_a_node_whose_camera_cannot_start_is_stopped_and_says_which_process_ended() -> None:

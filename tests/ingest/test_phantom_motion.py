@@ -173,3 +173,21 @@ def test_the_noise_bank_gives_each_frame_its_own_noise_of_the_set_strength() -> 
         assert abs(float(values.std()) - 0.02) < 0.003 and abs(float(values.mean())) < 0.003
     assert not np.allclose(noise[0], noise[1]) and not np.allclose(noise[1], noise[2])
     assert np.array_equal(banked.render(1).cube, PhantomCamera(banked.settings).render(1).cube)  # reproducible
+
+
+def test_looped_frames_repeat_every_n_and_normalize_without_being_written() -> None:
+    from samsa_stream.ingest.normalize import Normalizer
+    from samsa_stream.settings import IngestSettings
+
+    base = {"height": 30, "width": 40, "bands": 6, "seed": 1}
+    looped = PhantomCamera(PhantomSettings(**base, loop_frames=3))
+    fresh = PhantomCamera(PhantomSettings(**base))
+    for k in (0, 1, 2):
+        assert np.array_equal(looped.render(k).cube, fresh.render(k).cube)
+        assert np.array_equal(looped.render(k + 3).cube, fresh.render(k).cube)
+        assert looped.centre(0, k + 6) == fresh.centre(0, k)
+        assert np.array_equal(looped.labels(k + 3), fresh.labels(k))
+    capture = looped.render(4)
+    assert capture.metadata["phantom_frame"] == 4 and not capture.cube.flags.writeable
+    frame = Normalizer(IngestSettings())(capture, "cam0", 4, 0)
+    assert np.array_equal(np.asarray(frame.cube, dtype=np.float32), looped.render(1).cube)

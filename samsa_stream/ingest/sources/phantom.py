@@ -83,6 +83,12 @@ class PhantomCamera(Source):
         self.radii = [(short * rng.uniform(0.12, 0.18), short * rng.uniform(0.16, 0.24)) for _ in range(n)]
         self.phases = rng.uniform(0, 2 * np.pi, size=n)
         self._noise: np.ndarray | None = None  # made on the first frame that needs it
+        self._looped: dict[int, Capture] = {}  # loop_frames: the frames rendered once, read-only
+
+    def _shown(self, frame_index: int) -> int:
+        """The frame drawn for ``frame_index`` (with ``loop_frames`` the first frames repeat)."""
+        n = self.settings.loop_frames
+        return frame_index % n if n > 0 else frame_index
 
     def _noise_for(self, frame_index: int) -> np.ndarray:
         """Sensor noise (H, W, B) float32 of frame ``frame_index``. With ``noise_bank``: a window, at an offset
@@ -108,6 +114,7 @@ class PhantomCamera(Source):
         During an excursion (``away_every``) object 0's centre lies towards or beyond an image border,
         possibly outside the image; ``visible`` says how much of the object is in view.
         """
+        frame_index = self._shown(frame_index)
         x, y = self._lane_centre(obj, frame_index)
         away = self._excursion(frame_index) if obj == 0 else None
         if away is None:
@@ -185,6 +192,20 @@ class PhantomCamera(Source):
         return labels
 
     def render(self, frame_index: int) -> Capture:
+        if self.settings.loop_frames > 0:
+            shown = self._shown(frame_index)
+            if shown not in self._looped:
+                capture = self._render(shown)
+                capture.cube.flags.writeable = False  # shared by every repeat
+                if capture.labels is not None:
+                    capture.labels.flags.writeable = False
+                self._looped[shown] = capture
+            kept = self._looped[shown]
+            return Capture(cube=kept.cube, wavelengths_nm=kept.wavelengths_nm, labels=kept.labels,
+                           metadata={**kept.metadata, "phantom_frame": frame_index})
+        return self._render(frame_index)
+
+    def _render(self, frame_index: int) -> Capture:
         h, w = self._grid[0].shape
         cube = np.broadcast_to(self.spectra[0], (h, w, self.spectra.shape[1])).copy()
         labels = np.zeros((h, w), dtype=np.int32)
