@@ -39,6 +39,13 @@ def _check_endpoint(value: str) -> str:
     return value
 
 
+def comma_list(value: Any) -> Any:
+    """'a, b' (from --set or the environment) -> ['a', 'b']; anything else as it is."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
 class Endpoints(_Section):
     """Where each link lives. The binding side may use ``tcp://*:PORT``; the connecting side
     needs a host name, so on a multi-host node each host sets its own value."""
@@ -62,8 +69,7 @@ class Endpoints(_Section):
     @field_validator("frame_sources", mode="before")
     @classmethod
     def _endpoint_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # from --set or the environment
-            value = [item.strip() for item in value.split(",") if item.strip()]
+        value = comma_list(value)
         if isinstance(value, list):
             for endpoint in value:
                 if not isinstance(endpoint, str):
@@ -302,8 +308,7 @@ class WorkerSettings(_Section):
     @field_validator("streams", mode="before")
     @classmethod
     def _stream_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # from --set or the environment
-            value = [item.strip() for item in value.split(",") if item.strip()]
+        value = comma_list(value)
         if isinstance(value, list):
             for stream in value:
                 if not isinstance(stream, str) or re.fullmatch(STREAM_ID_PATTERN.strip("^$"), stream) is None:
@@ -431,7 +436,7 @@ class MetricsSettings(_Section):
 class ThreadSettings(_Section):
     """Threads each process computes with; 0 = sized from the cores this process may use (docs/performance.md).
 
-    Every pool waits passively (no spinning), BLAS runs one thread per call and the large per-frame products
+    Idle threads sleep after a short spin, BLAS runs one thread per call and the large per-frame products
     (spectral angles, pseudo-RGB, layout conversion) are split into blocks over the process's own pool, so
     processes sharing a small box take turns instead of fighting."""
 

@@ -71,7 +71,7 @@ def test_bad_sizes_are_refused() -> None:
         threads.configure(0)
 
 
-def test_configure_sizes_torch_and_blas_and_makes_openmp_wait_passively() -> None:
+def test_configure_sizes_torch_and_blas_and_keeps_openmp_from_spinning_long() -> None:
     import json
     import subprocess
     import sys
@@ -83,9 +83,9 @@ def test_configure_sizes_torch_and_blas_and_makes_openmp_wait_passively() -> Non
             "from threadpoolctl import threadpool_info\n"
             "blas = [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas']\n"
             "print(json.dumps({'torch': torch.get_num_threads(), 'blas': blas, "
-            "'wait': os.environ.get('OMP_WAIT_POLICY'), 'configured': threads.configured()}))\n")
-    env = {k: v for k, v in threads.os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+            "'spin': os.environ.get('GOMP_SPINCOUNT'), 'configured': threads.configured()}))\n")
+    env = {k: v for k, v in threads.os.environ.items() if k not in ("OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["torch"] == 1 and got["configured"] == 1 and got["wait"] == "PASSIVE"
+    assert got["torch"] == 1 and got["configured"] == 1 and got["spin"] == str(threads.OPENMP_SPIN)
     assert got["blas"] and all(n == 1 for n in got["blas"])

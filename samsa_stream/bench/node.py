@@ -115,12 +115,9 @@ def node_section(options: BenchOptions, frames: BenchFrames, worker: dict[str, A
             label = _label(transport, fps)
             case = NodeCase(transport, fps, ("cam0",), options.frames, options.clicks, frames.phantom, worker,
                             carried)
-            try:
-                measure = measure_node(case)
-            except BenchError as exc:
-                notes.append(f"{label} did not complete: {exc}")
+            measure = _attempt(case, label, notes)
+            if measure is None:
                 continue
-            notes += measure.notes
             for stage, _, _ in STAGES:
                 values = measure.stages[stage]
                 if not values:
@@ -184,12 +181,9 @@ def streams_section(options: BenchOptions, frames: BenchFrames, worker: dict[str
     for count in options.streams:
         streams = tuple(f"cam{i}" for i in range(count))
         case = NodeCase(STREAMS_TRANSPORT, fps, streams, options.frames, 0, frames.phantom, worker, carried)
-        try:
-            measure = measure_node(case)
-        except BenchError as exc:
-            notes.append(f"{count} stream(s) did not complete: {exc}")
+        measure = _attempt(case, f"{count} stream(s)", notes)
+        if measure is None:
             continue
-        notes += measure.notes
         stage = {name: summarize(measure.stages[name]) for name in ("worker", "end to end") if measure.stages[name]}
         for name, timing in stage.items():
             timings[f"{count} streams {name}"] = timing
@@ -228,6 +222,17 @@ def streams_section(options: BenchOptions, frames: BenchFrames, worker: dict[str
                                 f"({worker['engine']}) -> one publisher -> a display, over shared memory; one object "
                                 f"clicked per stream, {options.frames} masks measured per stream"),
                    timings=timings, ratios=ratios, tables={"streams": rows}, notes=notes)
+
+
+def _attempt(case: NodeCase, label: str, notes: list[str]) -> NodeMeasure | None:
+    """``case`` measured (its notes added to ``notes``), or None with a note saying why it did not complete."""
+    try:
+        measure = measure_node(case)
+    except BenchError as exc:
+        notes.append(f"{label} did not complete: {exc}")
+        return None
+    notes.extend(measure.notes)
+    return measure
 
 
 def _p50(timings: dict[str, Timing], key: str) -> float | None:

@@ -122,11 +122,11 @@ def _wait(what: str, predicate: Any, timeout_s: float, node: LocalNode, log: str
     raise BenchError(f"{what}: not within {timeout_s:.0f} s; the {log} log ends:\n{node.log_text(log)[-1500:]}")
 
 
-def _newest_frames(console: PromptConsole, streams: tuple[str, ...]) -> dict[str, int] | None:
-    """Each stream's newest frame id at the worker, once every stream has one."""
+def _newest_frames(console: PromptConsole, streams: tuple[str, ...], at_least: int = 0) -> dict[str, int] | None:
+    """Each stream's newest frame id at the worker, once every stream has one (numbered ``at_least`` or later)."""
     seen = _status(console).get("streams", {})
     newest = {sid: seen.get(sid, {}).get("last_frame_id") for sid in streams}
-    if any(v is None for v in newest.values()):
+    if any(v is None or v < at_least for v in newest.values()):
         return None
     return {sid: int(v) for sid, v in newest.items()}
 
@@ -176,7 +176,9 @@ def _measure(case: NodeCase) -> NodeMeasure:
         first = consoles[case.streams[0]]
         display = stack.enter_context(Subscriber(node.settings, case.streams, kinds=("mask",)))
         _wait("the worker answering", first.answers, START_S, node, "worker")
-        newest = _wait("frames of every stream at the worker", lambda: _newest_frames(first, case.streams),
+        # Start-up is not measured: every shared-memory slot written once (its pages faulted in) first.
+        warm = node.settings.sockets.shm_slots + 1
+        newest = _wait("frames of every stream at the worker", lambda: _newest_frames(first, case.streams, warm),
                        START_S, node, ingest_keys[0])
         for k, sid in enumerate(case.streams):  # object k of the phantom on camera k
             x, y = camera.centre(k % objects, newest[sid])

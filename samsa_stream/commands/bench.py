@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     setup_logging(settings.log.level, "bench", settings.log.format)
-    threads.configure(threads.threads_for(settings.threads, "tools"))  # before torch loads: passive OpenMP
+    threads.configure(threads.threads_for(settings.threads, "tools"))  # before torch loads: OpenMP reads it then
     from ..bench.options import BenchError, BenchOptions
     from ..bench.report import write_report
     from ..bench.run import run_bench

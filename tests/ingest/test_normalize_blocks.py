@@ -13,20 +13,14 @@ from samsa_stream.ingest import normalize
 from samsa_stream.ingest.normalize import Normalizer
 from samsa_stream.ingest.sources import Capture
 from samsa_stream.settings import IngestSettings
-from samsa_stream.spectral.pseudo_rgb import _LUT_SIZE, _SRGB_LUT, PROJECTIONS, choose_projection
+from samsa_stream.spectral.pseudo_rgb import PROJECTIONS, choose_projection
+from tests.spectral.test_pseudo_rgb_blocks import plain
 
 from .builders import stored_view
 
 
 def plain_rgb(cube: np.ndarray, wavelengths: np.ndarray, exposure: str) -> np.ndarray:
-    weights = PROJECTIONS[choose_projection(wavelengths)](wavelengths)
-    linear = cube.reshape(-1, cube.shape[2]) @ weights
-    scale = 1.0
-    if exposure == "frame":
-        top = float(np.percentile(linear, 99.0))
-        scale = 1.0 / top if top > 0 else 1.0
-    index = np.clip(linear * (scale * (_LUT_SIZE - 1)) + 0.5, 0, _LUT_SIZE - 1).astype(np.int32)
-    return _SRGB_LUT[index].reshape(cube.shape[0], cube.shape[1], 3)
+    return plain(cube, PROJECTIONS[choose_projection(wavelengths)](wavelengths), exposure, 1.0)
 
 
 @hsettings(max_examples=60, deadline=None)
