@@ -247,3 +247,18 @@ def test_a_publisher_under_a_notify_socket(notify_socket: socket.socket) -> None
             assert message == "WATCHDOG=1" or message.startswith("STATUS="), message
         assert node.procs["publisher"].wait(RECEIVE_TIMEOUT_S) == 0
         assert _nothing_waiting(notify_socket)  # nothing after STOPPING: it is sent once
+
+
+def test_ready_freezes_start_up_objects_out_of_the_collector_only_for_a_process_of_its_own() -> None:
+    import gc
+
+    before = gc.get_freeze_count()
+    Notifier().ready("serving")  # a test's notifier: nothing frozen
+    assert gc.get_freeze_count() == before
+    notifier = Notifier()
+    notifier.freeze_heap = True
+    try:
+        notifier.ready("serving")
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

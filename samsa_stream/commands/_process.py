@@ -36,6 +36,7 @@ def run_process(name: str, args: argparse.Namespace, runner: Runner) -> int:
     threads.configure(threads.threads_for(settings.threads, ROLES.get(name, "tools")))
     stop = stop_on_signals()
     notifier = supervision.Notifier.from_environment()
+    notifier.freeze_heap = True  # this process is the runner's alone
     supervision.install(notifier)
     try:
         with serve_metrics(settings):  # nothing unless metrics.listen is set
