@@ -77,11 +77,13 @@ class PollLoop:
                 self.guarded(f"handling {sock!r}", handler)
         self._reporter.pass_done()
 
-    def run(self, tick: Callable[[], bool | None] | None = None) -> None:
-        """Serve until ``stop`` is set; ``tick()`` runs after every pass and ends the loop by returning True."""
+    def run(self, tick: Callable[[], bool | None] | None = None, pending: Callable[[], bool] | None = None) -> None:
+        """Serve until ``stop`` is set; ``tick()`` runs after every pass and ends the loop by returning True.
+        While ``pending()`` says work is waiting (e.g. a prompt served during the last tick), the next pass
+        only looks for ready sockets instead of waiting up to ``poll_ms`` for one."""
         try:
             while not self.stop.is_set():
-                self.run_once()
+                self.run_once(0 if pending is not None and pending() else None)
                 if tick is not None and self.guarded("loop step", tick) is True:
                     return
                 self.stats.maybe_log()

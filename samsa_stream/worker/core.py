@@ -391,6 +391,10 @@ class Worker:
                 log.info("stream %s idle for %.0f s: frames released, %d object(s) kept", sid, idle_s,
                          len(stream.book.objects))
 
+    def has_dirty(self) -> bool:
+        """Whether a stream waits to be segmented (a new frame or changed prompts, and a frame to segment)."""
+        return any(s.dirty and s.frames for s in self.streams.values())
+
     def dirty_streams(self) -> list[str]:
         """Ids of the streams to segment now (a new frame or changed prompts, and a frame to segment),
         as a snapshot: iterating it is safe while prompts and frames are handled in between. A stream

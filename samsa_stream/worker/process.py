@@ -146,7 +146,8 @@ def run_worker(settings: Settings, stop: threading.Event, stats_file: Path | Non
                 if loop.ready(prompts):
                     serve_prompts()  # keep clicks responsive between streams
 
-            loop.run(lambda: _publish_dirty(worker, frames, sink, serve_waiting_prompts))
+            # A prompt served between streams leaves its stream dirty: segment it at once, not after the next poll.
+            loop.run(lambda: _publish_dirty(worker, frames, sink, serve_waiting_prompts), pending=worker.has_dirty)
         finally:
             worker.close()  # frames go first: their cubes are views of the receiver's rings
             frames.close()
