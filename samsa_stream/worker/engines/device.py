@@ -10,6 +10,7 @@ frames of a batch travel while the first is encoded. On any other device it is a
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -56,7 +57,7 @@ class Uploader:
     def start(self, array: np.ndarray) -> Pending:
         """Begin moving ``array`` to the device; ``get()`` on the result when it is needed. On CUDA the
         copy runs on the side stream meanwhile, overlapping whatever the compute stream does until then."""
-        source = torch.from_numpy(np.ascontiguousarray(array))
+        source = host_tensor(array)
         if self._stream is None:
             return Pending(source if self.device.type == "cpu" else source.to(self.device))
         key = (tuple(source.shape), source.dtype)
@@ -76,6 +77,14 @@ class Uploader:
         slot.done = event
         self.uploads += 1
         return Pending(out, event)
+
+
+def host_tensor(array: np.ndarray) -> torch.Tensor:
+    """``array`` as a CPU tensor sharing its memory (C-contiguous first). Frames from shared memory are
+    read-only: torch warns that it cannot mark such a tensor read-only; the engines never write to them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(array))
 
 
 class Pending:

@@ -18,6 +18,7 @@ import torch
 
 from ...spectral import angles as host_angles
 from ...spectral.angles import SpectralError
+from .device import host_tensor
 
 HALF_PI = math.pi / 2
 
@@ -25,7 +26,7 @@ HALF_PI = math.pi / 2
 def cube_to_device(cube: np.ndarray, device: torch.device, keep_half: bool = False) -> torch.Tensor:
     """(H, W, B) float16/float32 numpy cube -> tensor on ``device``: float32 (converted after the copy), or
     float16 kept as it is with ``keep_half`` (half the bytes to copy and hold; angles are float32 anyway)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(cube))
+    tensor = host_tensor(cube)
     tensor = tensor.to(device, non_blocking=True)
     return tensor if keep_half and tensor.dtype == torch.float16 else tensor.float()
 
