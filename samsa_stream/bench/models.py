@@ -15,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import SamsaError
 from ..protocol import CubeFrame
 from ..worker.engines import Engine, ObjectMemory, make_engines, needs_sam2
 from ..worker.prompts import Click, TrackedObject
@@ -88,12 +90,12 @@ def _predictor(runner: Any, frames: BenchFrames) -> Callable[[], None]:
     return run
 
 
-def _variant(options: BenchOptions, frames: BenchFrames, config: str | None, compiled: bool,
-             headline: bool) -> Section:
+def _variant(options: BenchOptions, frames: BenchFrames, config: str | None, checkpoint: Path | None,
+             compiled: bool, headline: bool) -> Section:
     import torch
 
     names = [n for n in options.engines if n in ("spectral", *SAM2_ENGINES)]
-    settings = options.worker_settings(names[0] if names else "rgb", config)
+    settings = options.worker_settings(names[0] if names else "rgb", config, checkpoint)
     if compiled:
         settings = settings.model_copy(update={"compile_image_encoder": True, "compile_memory_attention": True})
     engines = make_engines(names, settings)
@@ -156,9 +158,19 @@ def run(options: BenchOptions, frames: BenchFrames) -> dict[str, Section]:
     if not options.has_model:
         why = "no SAM2 model: pass --checkpoint PATH (an official SAM2/SAM2.1 checkpoint) or --random-weights"
         return {"models": Section.skip(TITLE, why, ratios=HEADLINE)}
+    # Each checkpoint is a model (its config read from it); random weights take each config named.
+    models: list[tuple[str | None, Path | None]]
+    if options.checkpoint is not None:
+        models = [(None, path) for path in (options.checkpoint, *options.more_checkpoints)]
+    else:
+        models = [(config, None) for config in (options.models or (None,))]
     out: dict[str, Section] = {}
-    configs: list[str | None] = list(options.models) or [None]
-    for i, (config, compiled) in enumerate(itertools.product(configs, options.compile)):
-        key = "models" if i == 0 else f"models_{config or 'default'}{'_compiled' if compiled else ''}"
-        out[key] = _variant(options, frames, config, compiled, headline=i == 0)
+    for i, ((config, checkpoint), compiled) in enumerate(itertools.product(models, options.compile)):
+        name = checkpoint.stem if checkpoint is not None else (config or "default")
+        key = "models" if i == 0 else f"models_{name}{'_compiled' if compiled else ''}"
+        try:
+            out[key] = _variant(options, frames, config, checkpoint, compiled, headline=i == 0)
+        except SamsaError as exc:  # a model that does not load: the other variants still run
+            out[key] = Section.skip(f"{TITLE} ({name}{', compiled' if compiled else ''})", f"failed: {exc}",
+                                    ratios=HEADLINE if i == 0 else ())
     return out

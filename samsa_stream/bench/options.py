@@ -29,7 +29,8 @@ class BenchOptions:
     engines: tuple[str, ...] = ("spectral", *SAM2_ENGINES)
     image_size: int = 1024
     frames: int = 20  # timed repeats per case, and frames measured per node run
-    checkpoint: Path | None = None
+    checkpoint: Path | None = None  # the node's model, and the models section's first
+    more_checkpoints: tuple[Path, ...] = ()  # further checkpoints the models section times (e.g. tiny, then small)
     random_weights: bool = False
     seed: int = 0
     models: tuple[str, ...] = ()  # SAM2 configs to time (e.g. sam2.1_hiera_t); empty: the checkpoint's or tiny
@@ -59,6 +60,8 @@ class BenchOptions:
             raise BenchError(f"--streams {self.streams}: each count must be 1 to 16")
         if any(f <= 0 or f > 200 for f in self.fps):
             raise BenchError(f"--fps {self.fps}: each rate must be above 0 and at most 200")
+        if self.more_checkpoints and self.checkpoint is None:
+            raise BenchError("more_checkpoints needs a first checkpoint")
         if self.checkpoint is not None and self.random_weights:
             raise BenchError("--checkpoint and --random-weights exclude each other")
 
@@ -69,12 +72,15 @@ class BenchOptions:
     def describe(self) -> dict[str, object]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "settings"}
         out["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        out["more_checkpoints"] = [str(p) for p in self.more_checkpoints]
         return out
 
-    def worker_settings(self, engine: str, sam2_config: str | None = None) -> WorkerSettings:
-        """The worker's settings for ``engine`` with this run's model, device and input size."""
+    def worker_settings(self, engine: str, sam2_config: str | None = None,
+                        checkpoint: Path | None = None) -> WorkerSettings:
+        """The worker's settings for ``engine`` with this run's model (or ``checkpoint``), device and input size."""
         return self.settings.worker.model_copy(update={
-            "engine": engine, "device": self.device, "image_size": self.image_size, "checkpoint": self.checkpoint,
+            "engine": engine, "device": self.device, "image_size": self.image_size,
+            "checkpoint": checkpoint or self.checkpoint,
             "random_weights": self.random_weights, "seed": self.seed,
             "sam2_config": sam2_config or self.settings.worker.sam2_config})
 

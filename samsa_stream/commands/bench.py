@@ -52,12 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", type=int, default=20, help="timed calls per case and frames per node run (20)")
     p.add_argument("--out", type=Path, default=Path("bench-out"), metavar="DIR", help="where bench.json/.md go")
     weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, help="official SAM2/SAM2.1 checkpoint")
+    weights.add_argument("--checkpoint", type=Path, action="append", metavar="PATH",
+                         help="official SAM2/SAM2.1 checkpoint; repeat to time several models (the first one runs "
+                              "in the node), e.g. tiny and small")
     weights.add_argument("--random-weights", action="store_true",
                          help="SAM2 with seeded random weights: timings hold, masks mean nothing")
     p.add_argument("--models", type=_names, default=None, metavar="CFG,CFG",
-                   help="SAM2 configs to time, e.g. sam2.1_hiera_t,sam2.1_hiera_s (cuda default: both; "
-                        "cpu: the checkpoint's, or tiny)")
+                   help="with --random-weights: SAM2 configs to time, e.g. sam2.1_hiera_t,sam2.1_hiera_s (cuda "
+                        "default: both; cpu: tiny)")
     p.add_argument("--compile", choices=("off", "on", "both"), default=None,
                    help="time the models without/with torch.compile (cuda default: both; cpu: off)")
     p.add_argument("--sections", type=_names, default=("compute", "ingest", "models", "node"), metavar="A,B")
@@ -83,12 +85,15 @@ def _run(args: argparse.Namespace) -> int:
     from ..bench.run import run_bench
 
     cuda = args.device == "cuda"
+    checkpoints: list[Path] = args.checkpoint or []
     compile_modes = args.compile or ("both" if cuda else "off")
     try:
         options = BenchOptions(
             device=args.device, size=args.size, engines=args.engines, image_size=args.image_size, frames=args.frames,
-            checkpoint=args.checkpoint, random_weights=args.random_weights,
-            models=args.models if args.models is not None else (("sam2.1_hiera_t", "sam2.1_hiera_s") if cuda else ()),
+            checkpoint=checkpoints[0] if checkpoints else None, more_checkpoints=tuple(checkpoints[1:]),
+            random_weights=args.random_weights,
+            models=args.models if args.models is not None else (
+                ("sam2.1_hiera_t", "sam2.1_hiera_s") if cuda and args.random_weights else ()),
             compile={"off": (False,), "on": (True,), "both": (False, True)}[compile_modes],
             sections=args.sections, transports=args.transports,
             fps=args.fps if args.fps is not None else ((10.0, 30.0) if cuda else (5.0,)),
