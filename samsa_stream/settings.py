@@ -10,6 +10,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -39,11 +40,26 @@ def _check_endpoint(value: str) -> str:
     return value
 
 
-def comma_list(value: Any) -> Any:
-    """'a, b' (from --set or the environment) -> ['a', 'b']; anything else as it is."""
+def checked_list(value: Any, check: Callable[[Any], object]) -> Any:
+    """A list setting: 'a, b' (from --set or the environment) -> ['a', 'b'], each item through ``check``
+    (which raises ValueError for a bad one); anything but text or a list as it is, for pydantic to refuse."""
     if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, list):
+        for item in value:
+            check(item)
     return value
+
+
+def _endpoint_item(item: Any) -> None:
+    if not isinstance(item, str):
+        raise ValueError(f"{item!r} is not an endpoint")
+    _check_endpoint(item)
+
+
+def _stream_item(item: Any) -> None:
+    if not isinstance(item, str) or re.fullmatch(STREAM_ID_PATTERN.strip("^$"), item) is None:
+        raise ValueError(f"{item!r} is not a stream id")
 
 
 class Endpoints(_Section):
@@ -69,13 +85,7 @@ class Endpoints(_Section):
     @field_validator("frame_sources", mode="before")
     @classmethod
     def _endpoint_list(cls, value: Any) -> Any:
-        value = comma_list(value)
-        if isinstance(value, list):
-            for endpoint in value:
-                if not isinstance(endpoint, str):
-                    raise ValueError(f"{endpoint!r} is not an endpoint")
-                _check_endpoint(endpoint)
-        return value
+        return checked_list(value, _endpoint_item)
 
     @field_validator("prompts_by_stream", mode="before")
     @classmethod
@@ -308,12 +318,7 @@ class WorkerSettings(_Section):
     @field_validator("streams", mode="before")
     @classmethod
     def _stream_list(cls, value: Any) -> Any:
-        value = comma_list(value)
-        if isinstance(value, list):
-            for stream in value:
-                if not isinstance(stream, str) or re.fullmatch(STREAM_ID_PATTERN.strip("^$"), stream) is None:
-                    raise ValueError(f"{stream!r} is not a stream id")
-        return value
+        return checked_list(value, _stream_item)
 
     @field_validator("engine")
     @classmethod
