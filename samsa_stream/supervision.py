@@ -93,7 +93,7 @@ class Notifier:
 
         With ``freeze_heap`` (set for the node's processes), everything start-up made (modules, the model,
         settings) is frozen out of the garbage collector's scans first: a full scan of a process that has
-        imported torch takes about 80 ms and stalled frames and clicks every few seconds."""
+        imported torch (about 180,000 objects) takes about 80 ms, a stall a frame or a click would wait on."""
         if self.freeze_heap:
             gc.collect()
             gc.freeze()
