@@ -69,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--streams", type=_numbers(int), default=(1, 4), metavar="N,N", help="stream counts (1,4)")
     p.add_argument("--contention", type=int, default=2, help="CPU-bound processes beside the contended cases (2)")
     p.add_argument("--clicks", type=int, default=5, help="click-to-mask samples per node run (5)")
-    p.add_argument("--node-engine", default="spectral", help="the node's engine (spectral)")
+    p.add_argument("--node-engine", default=None,
+                   help="the node's engine (cpu default: spectral; cuda with a model: prompt)")
     p.set_defaults(handler=_run)
 
 
@@ -97,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
             compile={"off": (False,), "on": (True,), "both": (False, True)}[compile_modes],
             sections=args.sections, transports=args.transports,
             fps=args.fps if args.fps is not None else ((10.0, 30.0) if cuda else (5.0,)),
-            streams=args.streams, contention=args.contention, clicks=args.clicks, node_engine=args.node_engine,
+            streams=args.streams, contention=args.contention, clicks=args.clicks,
+            node_engine=args.node_engine or ("prompt" if cuda and (checkpoints or args.random_weights) else "spectral"),
             settings=settings)
     except BenchError as exc:
         raise CommandError(str(exc)) from None
