@@ -100,13 +100,6 @@ def configured() -> int:
     return _threads or usable_cores()
 
 
-def after_torch_import() -> None:
-    """Bring torch's pool to the configured size (call once torch is imported, e.g. when a model loads)."""
-    if _threads:
-        _set_torch_threads(_threads)
-        _limit_blas()  # torch may bring its own BLAS
-
-
 def _limit_blas() -> None:
     """One BLAS thread per call: blocks run in parallel on the pool, and a BLAS pool would spin beside it."""
     global _blas_limit

@@ -21,21 +21,6 @@ def summarize(ms: Sequence[float]) -> Timing:
                   mean_ms=round(float(arr.mean()), 3), n=int(arr.size))
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 1,
-               sync: Callable[[], None] = lambda: None) -> list[float]:
-    """Milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones; ``sync`` ends each (a GPU's queue)."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return times
-
-
 def interleaved(cases: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
                 sync: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
     """Times of several cases measured in rotating order, so drift on a busy machine falls on all alike."""
