@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import __version__, commands
+from . import __version__, commands, threads
 from .errors import SamsaError
 from .settings import Settings, SettingsError, deep_merge, load_settings, parse_assignment
 
@@ -97,12 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size_tool_threads(args: argparse.Namespace) -> None:
+    """Tools that read the settings (segment, eval, bench, ...) compute with ``threads.tools`` threads, set
+    before torch loads; the node's processes size theirs by role when they start (commands/_process.py)."""
+    from .commands._process import ROLES
+
+    if args.command not in ROLES and hasattr(args, "assignments"):  # common_options: the command has settings
+        threads.configure(threads.threads_for(settings_from(args).threads, "tools"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for commands that record how they ran
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        _size_tool_threads(args)
         return handler(args)
     except SettingsError as exc:
         print(f"samsa-stream {args.command}: {exc}", file=sys.stderr)

@@ -94,3 +94,19 @@ def test_keys_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture
     capsys.readouterr()
     assert main(["keys", str(tmp_path), "--name", "node"]) == 1
     assert "node.key_secret exists already" in capsys.readouterr().err
+
+
+def test_tools_compute_with_the_tools_thread_setting_and_processes_keep_theirs(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from samsa_stream import cli, threads
+
+    sized: list[int] = []
+    monkeypatch.setattr(threads, "configure", sized.append)
+    code = cli.main(["segment", str(tmp_path / "missing.npy"), "--click", "1,1", "--out", str(tmp_path / "o.npz"),
+                     "--set", "threads.tools=3"])
+    assert code == 1 and sized == [3]  # sized before the command ran (and failed on the missing capture)
+    sized.clear()
+    monkeypatch.setattr(cli, "settings_from", lambda args: (_ for _ in ()).throw(AssertionError("not read here")))
+    parser_args = cli.build_parser().parse_args(["worker"])
+    cli._size_tool_threads(parser_args)  # a node process: sized by its role when it starts, not here
+    assert sized == []

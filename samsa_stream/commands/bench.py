@@ -75,12 +75,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import threads
     from ..runtime import setup_logging
 
     settings = settings_from(args)
     setup_logging(settings.log.level, "bench", settings.log.format)
-    threads.configure(threads.threads_for(settings.threads, "tools"))  # before torch loads: OpenMP reads it then
     from ..bench.options import BenchError, BenchOptions
     from ..bench.report import write_report
     from ..bench.run import run_bench
